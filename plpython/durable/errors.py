@@ -1,0 +1,80 @@
+"""Exceptions of the engine and the SQLSTATEs it reports.
+
+Errors that reach SQL carry a SQLSTATE of the project class ``DU`` (listed here and in
+docs/errors.md) or a standard one where it fits.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+__all__ = [
+    "NONDETERMINISTIC",
+    "NOT_JSON",
+    "RUN_CANCELLED",
+    "RUN_FAILED",
+    "RUN_NOT_FINISHED",
+    "RUN_NOT_FOUND",
+    "WORKFLOW_ERROR",
+    "DurableError",
+    "NonRetryable",
+    "StepFailed",
+    "error_info",
+]
+
+WORKFLOW_ERROR = "DU000"
+RUN_FAILED = "DU001"
+RUN_NOT_FINISHED = "DU002"
+RUN_CANCELLED = "DU003"
+RUN_NOT_FOUND = "DU010"
+NONDETERMINISTIC = "DU020"
+NOT_JSON = "DU021"
+
+TRACEBACK_LINES = 20
+
+
+class DurableError(Exception):
+    """An engine error with a SQLSTATE, a message and a hint."""
+
+    def __init__(self, message: str, *, sqlstate: str = WORKFLOW_ERROR, hint: str = ""):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.hint = hint
+
+
+class NonRetryable(Exception):
+    """Raise in a workflow or a step to fail at once, without further attempts."""
+
+
+class StepFailed(Exception):
+    """Raised into workflow code when a step failed; replayed identically on resume.
+
+    ``error`` is the recorded error document (sqlstate, message, detail, hint, ...).
+    """
+
+    def __init__(self, step: str, error: dict[str, Any]):
+        super().__init__(f'step "{step}" failed: {error.get("message", "")}')
+        self.step = step
+        self.error = error
+        self.sqlstate = error.get("sqlstate")
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """Describe an exception as the JSON error document stored on runs and steps."""
+    if isinstance(exc, StepFailed):
+        info = dict(exc.error)
+        info["step"] = exc.step
+        return info
+    info: dict[str, Any] = {
+        "sqlstate": getattr(exc, "sqlstate", None) or WORKFLOW_ERROR,
+        "message": str(exc) or type(exc).__name__,
+        "type": type(exc).__name__,
+    }
+    for attribute in ("detail", "hint"):
+        value = getattr(exc, attribute, None)
+        if value:
+            info[attribute] = value
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    info["traceback"] = "".join(lines[-TRACEBACK_LINES:])
+    return info

@@ -1,0 +1,49 @@
+-- durable: durable workflow execution inside PostgreSQL.
+--
+-- Architecture, in one screen
+-- ---------------------------
+-- A workflow is a PL/Python function `f(input jsonb) returns jsonb` whose body calls the
+-- workflow context `wf` (wf.step, wf.sleep, ...). A run is one execution of a workflow:
+-- a row in durable._runs, created by durable.start() in the caller's own transaction, so
+-- a rolled-back start never existed.
+--
+-- The function is never called through SQL. When a run starts, durable.start() pins the
+-- function's source text (by sha256) in durable._workflow_versions; workers compile that
+-- pinned copy into a Python function in their own frame, exactly as PL/Python does, so
+-- that CREATE OR REPLACE only affects new runs.
+--
+-- Workers are the procedure durable.run_worker(), called on an autocommit connection
+-- (pg_cron or `durablectl worker`). A worker registers in durable._workers, holds a
+-- session advisory lock for its lifetime, and loops: claim the best ready run (FOR UPDATE
+-- SKIP LOCKED over a partial index that holds only unfinished runs), execute it, poll
+-- with a short back-off when idle. Each step runs in its own transaction: the step's SQL
+-- (or Python callable) and the checkpoint row in durable._steps commit together
+-- (plpy.commit() in the worker loop is the only place that commits), so a crash loses no
+-- committed step and repeats none. A failing step is rolled back, recorded as failed
+-- and raised into the workflow code as durable.StepFailed.
+--
+-- While a worker holds a run it does not replay: the function keeps running in the
+-- worker's frame between steps. When a run is resumed, its checkpoints are loaded with
+-- one query and the function is executed again from the top; checkpointed steps return
+-- their recorded values without running.
+--
+-- The engine is the Python package plpython/durable/, embedded in this script by
+-- tools/build_sql.py and loaded into sys.modules by durable._load(), cached in GD under
+-- a key that carries the extension version.
+--
+-- Errors raised by durable carry SQLSTATEs of the project class DU (see docs/errors.md)
+-- or a standard SQLSTATE where one fits (22023, 42883, 42809, 42501).
+
+-- The schema is fixed (not @extschema@): everything lives in `durable`, created here so
+-- that it is a member of the extension and DROP EXTENSION removes it.
+create schema durable;
+
+do $do$
+begin
+    if not exists (select from pg_catalog.pg_roles where rolname = 'durable_admin') then
+        create role durable_admin nologin;
+    end if;
+end
+$do$;
+
+comment on schema durable is 'durable workflow execution: API functions and views';

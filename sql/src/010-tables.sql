@@ -1,0 +1,124 @@
+-- Tables: workflow versions, runs, steps, workers, settings.
+--
+-- Tables start with an underscore and are internal; the views in 300-views.sql are the
+-- public way to read them. No foreign keys from steps to runs: the step insert is the hot
+-- path and durable.purge() deletes both together.
+
+create table durable._workflow_versions (
+    id bigint generated always as identity,
+    workflow text not null,
+    kind text not null,
+    source_hash text not null,
+    source text not null,
+    argname text,
+    created_at timestamptz not null default pg_catalog.now(),
+    constraint workflow_versions_pkey primary key (id),
+    constraint workflow_versions_workflow_hash_key unique (workflow, source_hash),
+    constraint workflow_versions_kind_check check (kind in ('python'))
+);
+
+comment on table durable._workflow_versions is
+'Every distinct source of every workflow that a run was started with; runs are pinned to one.';
+
+create table durable._runs (
+    id uuid not null default pg_catalog.gen_random_uuid(),
+    workflow text not null,
+    version_id bigint not null,
+    status text not null default 'pending',
+    input jsonb not null default '{}',
+    result jsonb,
+    error jsonb,
+    attempt integer not null default 1,
+    queue text not null default 'default',
+    priority integer not null default 0,
+    owner name not null default current_user,
+    parent_id uuid,
+    idempotency_key text,
+    worker_id integer,
+    created_at timestamptz not null default pg_catalog.now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    wake_at timestamptz,
+    constraint runs_pkey primary key (id),
+    constraint runs_version_fkey foreign key (version_id)
+    references durable._workflow_versions (id),
+    constraint runs_status_check check (
+        status in (
+            'pending', 'running', 'sleeping', 'waiting', 'succeeded', 'failed', 'cancelled'
+        )
+    ),
+    constraint runs_queue_check check (queue <> '')
+);
+
+comment on table durable._runs is 'One row per workflow run; read it through durable.runs.';
+
+-- The claim probes this index only: it holds unfinished runs, ordered the way workers
+-- take them. Finished runs (the bulk of the table) are not in it.
+create index runs_ready_idx on durable._runs (owner, queue, priority desc, wake_at)
+where status in ('pending', 'sleeping', 'waiting');
+
+create index runs_ready_any_queue_idx on durable._runs (owner, priority desc, wake_at)
+where status in ('pending', 'sleeping', 'waiting');
+
+create unique index runs_idempotency_key_idx on durable._runs (
+    owner, workflow, idempotency_key
+) where idempotency_key is not null;
+
+create index runs_finished_at_idx on durable._runs (finished_at)
+where finished_at is not null;
+
+create table durable._steps (
+    run_id uuid not null,
+    seq integer not null,
+    name text not null,
+    kind text not null,
+    status text not null,
+    attempts integer not null default 1,
+    output jsonb,
+    error jsonb,
+    started_at timestamptz not null,
+    finished_at timestamptz,
+    constraint steps_pkey primary key (run_id, seq),
+    constraint steps_status_check check (status in ('succeeded', 'failed')),
+    constraint steps_kind_check check (kind in ('sql', 'python'))
+);
+
+comment on table durable._steps is
+'Checkpoints: one row per completed step of a run; read it through durable.steps.';
+
+create table durable._workers (
+    id integer generated always as identity,
+    pid integer not null default pg_catalog.pg_backend_pid(),
+    role name not null default session_user,
+    queue text,
+    started_at timestamptz not null default pg_catalog.now(),
+    heartbeat_at timestamptz not null default pg_catalog.now(),
+    run_id uuid,
+    constraint workers_pkey primary key (id)
+);
+
+comment on table durable._workers is
+'Live workers; each holds the session advisory lock (1146442306, id) for its lifetime.';
+
+create table durable._settings (
+    key text not null,
+    value text not null,
+    description text not null,
+    constraint settings_pkey primary key (key)
+);
+
+comment on table durable._settings is 'Engine settings; read with durable.setting(key).';
+
+insert into durable._settings (key, value, description) values
+(
+    'worker.poll_interval', '0.025',
+    'seconds an idle worker waits at most between two looks for ready runs'
+),
+(
+    'worker.statement_timeout_margin', '2',
+    'seconds a worker keeps between its max_runtime and the session statement_timeout'
+);
+
+select pg_catalog.pg_extension_config_dump('durable._runs', '');
+select pg_catalog.pg_extension_config_dump('durable._steps', '');
+select pg_catalog.pg_extension_config_dump('durable._workflow_versions', '');

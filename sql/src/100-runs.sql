@@ -1,0 +1,312 @@
+-- Starting runs and reading their outcome: start, status, result, wait.
+--
+-- These functions are plain PL/pgSQL: starting a run is on the application's hot path
+-- and needs no Python. durable.start() has no SET search_path clause on purpose: an
+-- unqualified workflow name resolves through the caller's search_path (regproc rules),
+-- so every object in its body is schema-qualified instead.
+
+create function durable._pin_workflow(p_workflow text, out workflow text, out version_id bigint)
+language plpgsql
+as $body$
+#variable_conflict use_column
+declare
+    v_fn pg_catalog.regproc;
+    v_proc record;
+    v_hash text;
+begin
+    v_fn := pg_catalog.to_regproc(p_workflow);
+    if v_fn is null then
+        raise exception using
+            errcode = 'undefined_function',
+            message = pg_catalog.format('workflow "%s" does not exist', p_workflow),
+            hint = 'A workflow is a PL/Python function name(input jsonb) returns jsonb;'
+            ' give its name as schema.function.';
+    end if;
+
+    select
+        p.oid,
+        p.prosrc,
+        p.proargnames,
+        p.pronargs,
+        p.proargtypes,
+        p.prorettype,
+        p.prokind,
+        l.lanname,
+        pg_catalog.format('%I.%I', n.nspname, p.proname) as qualified_name
+    into v_proc
+    from pg_catalog.pg_proc as p
+    inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+    inner join pg_catalog.pg_language as l on p.prolang = l.oid
+    where p.oid = v_fn;
+
+    if v_proc.lanname <> 'plpython3u' or v_proc.prokind <> 'f' then
+        raise exception using
+            errcode = 'wrong_object_type',
+            message = pg_catalog.format(
+                'workflow "%s" is not a PL/Python function (it is a %s %s)',
+                v_proc.qualified_name,
+                v_proc.lanname,
+                case v_proc.prokind when 'p' then 'procedure' else 'function' end
+            ),
+            hint = 'Write the workflow as LANGUAGE plpython3u.';
+    end if;
+
+    if
+        v_proc.pronargs <> 1
+        or v_proc.proargtypes[0] <> 'jsonb'::pg_catalog.regtype
+        or v_proc.prorettype <> 'jsonb'::pg_catalog.regtype
+    then
+        raise exception using
+            errcode = 'invalid_function_definition',
+            message = pg_catalog.format(
+                'workflow "%s" must take one jsonb argument and return jsonb, not (%s) returns %s',
+                v_proc.qualified_name,
+                pg_catalog.oidvectortypes(v_proc.proargtypes),
+                v_proc.prorettype::pg_catalog.regtype
+            ),
+            hint = pg_catalog.format(
+                'Declare it as %s(input jsonb) returns jsonb.', v_proc.qualified_name
+            );
+    end if;
+
+    if not pg_catalog.has_function_privilege(v_proc.oid, 'execute') then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to start workflow "%s"', v_proc.qualified_name
+            ),
+            hint = 'Starting a workflow requires EXECUTE on its function.';
+    end if;
+
+    workflow := v_proc.qualified_name;
+    v_hash := pg_catalog.encode(
+        pg_catalog.sha256(pg_catalog.convert_to(v_proc.prosrc, 'UTF8')), 'hex'
+    );
+
+    select wv.id into version_id
+    from durable._workflow_versions as wv
+    where wv.workflow = _pin_workflow.workflow and wv.source_hash = v_hash;
+
+    if version_id is null then
+        insert into durable._workflow_versions (workflow, kind, source_hash, source, argname)
+        values (
+            _pin_workflow.workflow, 'python', v_hash, v_proc.prosrc, v_proc.proargnames[1]
+        )
+        on conflict (workflow, source_hash) do nothing
+        returning id into version_id;
+
+        if version_id is null then
+            select wv.id into version_id
+            from durable._workflow_versions as wv
+            where wv.workflow = _pin_workflow.workflow and wv.source_hash = v_hash;
+        end if;
+    end if;
+end
+$body$;
+
+comment on function durable._pin_workflow(text) is
+'Resolves a workflow name, checks it can be started, and returns its pinned version.';
+
+create function durable.start(
+    workflow text,
+    input jsonb default '{}',
+    start_at timestamptz default null,
+    idempotency_key text default null,
+    queue text default 'default',
+    priority integer default 0
+) returns uuid
+language plpgsql
+as $body$
+#variable_conflict use_column
+declare
+    v_pinned record;
+    v_run uuid;
+begin
+    if start.workflow is null then
+        raise exception using
+            errcode = 'null_value_not_allowed',
+            message = 'workflow must not be null',
+            hint = 'Pass the workflow function name, e.g. durable.start(''app.ship_order'').';
+    end if;
+    if start.queue is null or start.queue = '' then
+        raise exception using
+            errcode = 'invalid_parameter_value',
+            message = 'queue must be a non-empty name',
+            hint = 'Leave queue out to use the queue "default".';
+    end if;
+
+    v_pinned := durable._pin_workflow(start.workflow);
+
+    insert into durable._runs as r (
+        workflow, version_id, input, queue, priority, idempotency_key, wake_at
+    )
+    values (
+        v_pinned.workflow,
+        v_pinned.version_id,
+        coalesce(start.input, '{}'),
+        start.queue,
+        coalesce(start.priority, 0),
+        start.idempotency_key,
+        coalesce(start.start_at, pg_catalog.now())
+    )
+    on conflict (owner, workflow, idempotency_key) where idempotency_key is not null
+    do nothing
+    returning r.id into v_run;
+
+    if v_run is null then
+        select r.id into v_run
+        from durable._runs as r
+        where
+            r.owner = current_user
+            and r.workflow = v_pinned.workflow
+            and r.idempotency_key = start.idempotency_key;
+    end if;
+    return v_run;
+end
+$body$;
+
+comment on function durable.start(text, jsonb, timestamptz, text, text, integer) is
+'Starts a run of a workflow in the current transaction and returns its id; '
+'the same idempotency_key for the same workflow returns the existing run.';
+
+create function durable._run_row(p_run uuid) returns durable._runs
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_row durable._runs;
+begin
+    select r.* into v_row from durable._runs as r where r.id = p_run;
+    if not found then
+        raise exception using
+            errcode = 'DU010',
+            message = pg_catalog.format('run %s not found', p_run),
+            hint = 'Runs are deleted by durable.purge() once finished and old enough.';
+    end if;
+    return v_row;
+end
+$body$;
+
+comment on function durable._run_row(uuid) is
+'The row of one run, or error DU010 when it does not exist.';
+
+create function durable.status(run uuid) returns text
+language sql stable strict
+set search_path = pg_catalog, pg_temp
+as $body$
+    select (durable._run_row(run)).status;
+$body$;
+
+comment on function durable.status(uuid) is
+'The status of a run: pending, running, sleeping, waiting, succeeded, failed or cancelled.';
+
+create function durable.result(run uuid) returns jsonb
+language plpgsql stable strict
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_row durable._runs := durable._run_row(run);
+begin
+    case v_row.status
+        when 'succeeded' then
+            return v_row.result;
+        when 'failed' then
+            raise exception using
+                errcode = 'DU001',
+                message = pg_catalog.format(
+                    'run %s of workflow %s failed: %s',
+                    v_row.id, v_row.workflow, v_row.error ->> 'message'
+                ),
+                detail = coalesce(v_row.error ->> 'detail', ''),
+                hint = 'See durable.runs.error and durable.steps for the failing step.';
+        when 'cancelled' then
+            raise exception using
+                errcode = 'DU003',
+                message = pg_catalog.format(
+                    'run %s of workflow %s was cancelled', v_row.id, v_row.workflow
+                ),
+                hint = 'durable.retry() resumes a cancelled run.';
+        else
+            raise exception using
+                errcode = 'DU002',
+                message = pg_catalog.format(
+                    'run %s of workflow %s has not finished (status %s)',
+                    v_row.id, v_row.workflow, v_row.status
+                ),
+                hint = 'durable.wait() blocks until the run ends.';
+    end case;
+end
+$body$;
+
+comment on function durable.result(uuid) is
+'The return value of a succeeded run; an error if it failed, was cancelled or is unfinished.';
+
+create function durable._created_by_this_transaction(p_run uuid) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $body$
+    -- xmin is a 32-bit xid; the current transaction id is a 64-bit xid8.
+    select r.xmin::text = (
+        pg_catalog.pg_current_xact_id_if_assigned()::text::numeric % 4294967296
+    )::text
+    from durable._runs as r
+    where r.id = p_run;
+$body$;
+
+comment on function durable._created_by_this_transaction(uuid) is
+'True when the run row was inserted by the current (top-level) transaction.';
+
+create function durable.wait(run uuid, timeout interval default '30 seconds') returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_deadline timestamptz := pg_catalog.clock_timestamp() + coalesce(wait.timeout, '0');
+    v_pause double precision := 0.005;
+    v_row durable._runs;
+begin
+    if run is null then
+        raise exception using
+            errcode = 'null_value_not_allowed',
+            message = 'run must not be null',
+            hint = 'Pass the id returned by durable.start().';
+    end if;
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+        raise exception using
+            errcode = 'invalid_transaction_state',
+            message = 'durable.wait() needs a READ COMMITTED transaction',
+            hint = 'In REPEATABLE READ or SERIALIZABLE the run''s progress is never visible.';
+    end if;
+    loop
+        v_row := durable._run_row(run);
+        if v_row.status in ('succeeded', 'failed', 'cancelled') then
+            return durable.result(run);
+        end if;
+        if durable._created_by_this_transaction(v_row.id) then
+            raise exception using
+                errcode = 'invalid_transaction_state',
+                message = pg_catalog.format(
+                    'run %s was started in this transaction and cannot finish before it commits',
+                    v_row.id
+                ),
+                hint = 'Commit the transaction that called durable.start(), then wait.';
+        end if;
+        exit when pg_catalog.clock_timestamp() >= v_deadline;
+        perform pg_catalog.pg_sleep(
+            least(v_pause, extract(epoch from v_deadline - pg_catalog.clock_timestamp()))
+        );
+        v_pause := least(v_pause * 2, 0.1);
+    end loop;
+    raise exception using
+        errcode = 'DU030',
+        message = pg_catalog.format(
+            'run %s of workflow %s did not finish within %s (status %s)',
+            v_row.id, v_row.workflow, wait.timeout, v_row.status
+        ),
+        hint = 'Is a worker running? CALL durable.run_worker() or durablectl worker.';
+end
+$body$;
+
+comment on function durable.wait(uuid, interval) is
+'Blocks until a run ends and returns its result (errors as durable.result); '
+'error DU030 after timeout.';

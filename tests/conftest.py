@@ -1,0 +1,94 @@
+"""Fixtures: one throwaway cluster per test session, one database per test module.
+
+The cluster runs as the ``postgres`` OS user with pg_cron preloaded. A template
+database gets ``CREATE EXTENSION durable CASCADE`` once; each test module works in its
+own clone of it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from build_sql import build, extension_version
+from pgcluster import Cluster
+
+TEMPLATE = "durable_template"
+
+
+def installed_script() -> Path:
+    sharedir = subprocess.run(
+        ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return Path(sharedir) / "extension" / f"durable--{extension_version()}.sql"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The session's throwaway cluster (removed at the end)."""
+    script = installed_script()
+    if not script.exists() or script.read_text() != build():
+        pytest.exit(
+            f"{script} is missing or older than the sources: run `make install`", 2
+        )
+    server = Cluster().start()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute(f"create database {TEMPLATE}")
+        with psycopg.connect(server.dsn(TEMPLATE), autocommit=True) as conn:
+            conn.execute("create extension durable cascade")
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="module")
+def dbname(cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    """A database of this test module, cloned from the template."""
+    name = "t_" + re.sub(r"\W", "_", request.module.__name__.split(".")[-1])
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name}")
+        conn.execute(f"create database {name} template {TEMPLATE}")
+    return name
+
+
+@pytest.fixture
+def connect(
+    cluster: Cluster, dbname: str
+) -> Iterator[Callable[..., psycopg.Connection]]:
+    """Open connections to the module's database; all are closed after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def open_connection(autocommit: bool = True, **kwargs) -> psycopg.Connection:
+        conn = psycopg.connect(cluster.dsn(dbname), autocommit=autocommit, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield open_connection
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def conn(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
+    """An autocommit connection to the module's database."""
+    return connect()
+
+
+def drain(conn: psycopg.Connection, queue: str | None = None) -> None:
+    """Run a worker on ``conn`` until nothing is ready."""
+    conn.execute("call durable.run_worker(queue => %s, drain => true)", [queue])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.02)

@@ -1,0 +1,176 @@
+"""Throwaway PostgreSQL clusters for the tests, the demo and the benchmarks.
+
+A cluster lives in a temporary directory owned by the ``postgres`` OS user (``initdb``
+refuses to run as root), listens on a free port on 127.0.0.1 and on a Unix socket in
+that directory, preloads pg_cron, and is removed by :meth:`Cluster.stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["Cluster", "pg_bindir"]
+
+DEFAULT_SETTINGS = {
+    "shared_preload_libraries": "pg_cron",
+    "cron.database_name": "postgres",
+    "max_connections": "100",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "synchronous_commit": "on",
+    "log_min_messages": "warning",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+}
+
+
+def pg_bindir() -> Path:
+    """Directory of the server binaries (initdb, pg_ctl, postgres)."""
+    config = shutil.which("pg_config")
+    if config:
+        bindir = subprocess.run(
+            [config, "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if (Path(bindir) / "initdb").exists():
+            return Path(bindir)
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("no PostgreSQL server found: run `make bootstrap`")
+    return candidates[-1].parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cluster:
+    """One throwaway cluster: start() it, connect with dsn(), destroy() it."""
+
+    def __init__(self, settings: dict[str, str] | None = None, name: str = "durable"):
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.bindir = pg_bindir()
+        self.base = Path(tempfile.mkdtemp(prefix=f"{name}-pg-"))
+        self.datadir = self.base / "data"
+        self.logfile = self.base / "server.log"
+        self.port = free_port()
+        self.user = "postgres"
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.base, entry.pw_uid, entry.pw_gid)
+        else:
+            self.user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = [str(a) for a in args]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(
+            command, capture_output=True, text=True, check=check, cwd=self.base
+        )
+
+    def start(self) -> Cluster:
+        """initdb (first time only) and start the server; returns self."""
+        if not self.datadir.exists():
+            self._run(
+                self.bindir / "initdb",
+                "-D",
+                self.datadir,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+            with open(self.datadir / "postgresql.conf", "a") as conf:
+                conf.write("\n# throwaway cluster settings (tools/pgcluster.py)\n")
+                for key, value in self.settings.items():
+                    conf.write(f"{key} = '{value}'\n")
+                conf.write(f"port = {self.port}\n")
+                conf.write("listen_addresses = '127.0.0.1'\n")
+                conf.write(f"unix_socket_directories = '{self.base}'\n")
+        result = self._run(
+            self.bindir / "pg_ctl",
+            "-D",
+            self.datadir,
+            "-l",
+            self.logfile,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed:\n{result.stderr}\n{self.log()}")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``mode`` as in ``pg_ctl stop -m``)."""
+        self._run(
+            self.bindir / "pg_ctl",
+            "-D",
+            self.datadir,
+            "-m",
+            mode,
+            "-w",
+            "stop",
+            check=False,
+        )
+
+    def destroy(self) -> None:
+        """Stop the server and remove every file of the cluster."""
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def postmaster_pid(self) -> int:
+        """Process id of the running postmaster."""
+        return int((self.datadir / "postmaster.pid").read_text().split()[0])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the postmaster (SIGKILL simulates a server crash)."""
+        os.kill(self.postmaster_pid(), sig)
+
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """libpq connection string over the Unix socket."""
+        return (
+            f"host={self.base} port={self.port} dbname={dbname}"
+            f" user={user or self.user}"
+        )
+
+    def log(self) -> str:
+        """The server log so far."""
+        try:
+            return self.logfile.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll pg_isready until the server accepts connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = self._run(
+                self.bindir / "pg_isready",
+                "-h",
+                self.base,
+                "-p",
+                str(self.port),
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout}s\n{self.log()}")
