@@ -7,6 +7,7 @@ checkpoint), and poll with a short back-off when nothing is ready.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -118,23 +119,24 @@ def _begin(db: Database) -> None:
 
 
 def run_worker(
-    plpy: Any,
-    gd: dict,
-    key: str,
-    queue: str | None,
-    max_runtime: str | None,
-    drain: bool,
-) -> None:
+    plpy: Any, gd: dict, key: str, queue: str | None, max_runtime: str | None, drain: bool
+) -> str | None:
     """Execute ready runs owned by session_user until the runtime budget is spent.
 
-    Engine errors leave as PostgreSQL errors with their SQLSTATE and hint.
+    Returns None, or the JSON error document that durable.run_worker() raises (so
+    that the client sees a clean PostgreSQL error with its SQLSTATE and hint).
     """
     cache = gd.setdefault(f"{key}:cache", {"plans": {}, "workflows": {}})
     db = Database(plpy, cache["plans"])
     try:
         _work(db, cache, gd, queue, max_runtime, drain)
-    except DurableError as exc:
-        plpy.error(str(exc), hint=exc.hint or None, sqlstate=exc.sqlstate)
+    except Exception as exc:
+        error = error_info(exc)
+        error.pop("traceback", None)
+        if not isinstance(exc, DurableError):
+            error["message"] = f"durable worker: {error['message']}"
+        return json.dumps(error)
+    return None
 
 
 def _work(

@@ -169,6 +169,36 @@ comment on function durable.start(text, jsonb, timestamptz, text, text, integer)
 'Starts a run of a workflow in the current transaction and returns its id; '
 'the same idempotency_key for the same workflow returns the existing run.';
 
+create function durable._raise(p_error jsonb) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_sqlstate text := coalesce(p_error ->> 'sqlstate', 'DU000');
+    v_message text := coalesce(p_error ->> 'message', 'durable: unknown error');
+begin
+    -- RAISE prints an empty DETAIL or HINT line for '', and refuses NULL: branch instead.
+    if p_error ? 'detail' and p_error ? 'hint' then
+        raise exception using
+            errcode = v_sqlstate,
+            message = v_message,
+            detail = p_error ->> 'detail',
+            hint = p_error ->> 'hint';
+    elsif p_error ? 'detail' then
+        raise exception using
+            errcode = v_sqlstate, message = v_message, detail = p_error ->> 'detail';
+    elsif p_error ? 'hint' then
+        raise exception using
+            errcode = v_sqlstate, message = v_message, hint = p_error ->> 'hint';
+    else
+        raise exception using errcode = v_sqlstate, message = v_message;
+    end if;
+end
+$body$;
+
+comment on function durable._raise(jsonb) is
+'Raises the error described by a JSON document {sqlstate, message, detail, hint}.';
+
 create function durable._run_row(p_run uuid) returns durable._runs
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -211,14 +241,19 @@ begin
         when 'succeeded' then
             return v_row.result;
         when 'failed' then
-            raise exception using
-                errcode = 'DU001',
-                message = pg_catalog.format(
-                    'run %s of workflow %s failed: %s',
-                    v_row.id, v_row.workflow, v_row.error ->> 'message'
-                ),
-                detail = coalesce(v_row.error ->> 'detail', ''),
-                hint = 'See durable.runs.error and durable.steps for the failing step.';
+            perform durable._raise(
+                pg_catalog.jsonb_strip_nulls(
+                    pg_catalog.jsonb_build_object(
+                        'sqlstate', 'DU001',
+                        'message', pg_catalog.format(
+                            'run %s of workflow %s failed: %s',
+                            v_row.id, v_row.workflow, v_row.error ->> 'message'
+                        ),
+                        'detail', v_row.error ->> 'detail',
+                        'hint', 'See durable.runs.error and durable.steps for the failing step.'
+                    )
+                )
+            );
         when 'cancelled' then
             raise exception using
                 errcode = 'DU003',

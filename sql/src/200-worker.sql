@@ -1,16 +1,42 @@
 -- The worker procedure. It commits once per step, so it must be called with a top-level
 -- CALL on an autocommit connection, and it cannot carry a SET clause (a procedure with
 -- one cannot commit): its body and the engine qualify every object instead.
+--
+-- run_worker is PL/pgSQL so that engine errors reach the client as clean PostgreSQL
+-- errors (PL/Python prefixes every message with the Python exception type): the Python
+-- procedure _run_worker hands its error back as a JSON document, and _raise raises it.
+-- Commits in _run_worker work because every caller in the chain is a CALL.
+
+create procedure durable._run_worker(
+    queue text,
+    max_runtime interval,
+    drain boolean,
+    inout error jsonb default null
+)
+language plpython3u
+as $body$
+key = plpy.execute("select durable._load() as key")[0]["key"]
+return [GD[key].workers.run_worker(plpy, GD, key, queue, max_runtime, drain)]
+$body$;
+
+comment on procedure durable._run_worker (text, interval, boolean, jsonb) is
+'The worker loop (PL/Python); returns an error document instead of raising.';
 
 create procedure durable.run_worker(
     queue text default null,
     max_runtime interval default '1 minute',
     drain boolean default false
 )
-language plpython3u
+language plpgsql
 as $body$
-key = plpy.execute("select durable._load() as key")[0]["key"]
-GD[key].workers.run_worker(plpy, GD, key, queue, max_runtime, drain)
+declare
+    v_error jsonb;
+begin
+    call durable._run_worker(queue, max_runtime, drain, v_error);
+    if v_error is not null then
+        perform durable._raise(v_error);
+    end if;
+end
 $body$;
 
 comment on procedure durable.run_worker (text, interval, boolean) is
