@@ -92,3 +92,40 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(0.02)
+
+
+def work_until_finished(
+    conn: psycopg.Connection, runs: list, timeout: float = 15.0
+) -> None:
+    """Run a worker on ``conn`` until every run in ``runs`` has finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn.execute("call durable.run_worker(max_runtime => '0.3 seconds')")
+        pending = conn.execute(
+            "select count(*) from durable._runs where id = any(%s::uuid[])"
+            " and status not in ('succeeded', 'failed', 'cancelled')",
+            [[str(r) for r in runs]],
+        ).fetchone()[0]
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{pending} run(s) still unfinished after {timeout}s")
+
+
+def start(conn: psycopg.Connection, workflow: str, value=None, **options) -> str:
+    """durable.start() with a JSON input and named options; returns the run id text."""
+    from psycopg.types.json import Jsonb
+
+    names = "".join(f", {key} => %s" for key in options)
+    row = conn.execute(
+        f"select durable.start(%s, %s{names})::text",
+        [workflow, Jsonb({} if value is None else value), *options.values()],
+    ).fetchone()
+    return row[0]
+
+
+def run_state(conn: psycopg.Connection, run: str) -> dict:
+    """The row of one run in durable.runs, as a dict."""
+    cur = conn.execute("select * from durable.runs where id = %s", [run])
+    names = [column.name for column in cur.description]
+    return dict(zip(names, cur.fetchone()))

@@ -69,4 +69,6 @@ def test_page_examples(cluster, page):
         if expected is None:
             assert "ERROR:" not in output, f"{page.name}: {sql}\n{output}"
         else:
-            assert normalise(output) == normalise(expected), f"{page.name}: {sql}"
+            assert normalise(output) == normalise(
+                expected
+            ), f"{page.name}: {sql}\n--- psql printed ---\n{output}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make demo`: run the example workflow in a throwaway cluster and show what happened."""
+"""`make demo`: run the example workflows in a throwaway cluster and show the result."""
 
 from __future__ import annotations
 

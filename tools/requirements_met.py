@@ -11,7 +11,9 @@ from importlib import metadata
 def unmet(path: str) -> list[str]:
     """The pins of ``path`` that the running interpreter does not have."""
     missing = []
-    for line in open(path):
+    with open(path) as requirements:
+        lines = requirements.readlines()
+    for line in lines:
         pin = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;#]+)", line)
         if not pin:
             continue

@@ -10,17 +10,26 @@ import traceback
 from typing import Any
 
 __all__ = [
+    "CHILD_FAILED",
     "NONDETERMINISTIC",
     "NOT_JSON",
     "RUN_CANCELLED",
     "RUN_FAILED",
+    "RUN_FINISHED",
     "RUN_NOT_FINISHED",
     "RUN_NOT_FOUND",
+    "STEP_TIMEOUT",
+    "WAIT_TIMEOUT",
+    "WORKER_LOST",
     "WORKFLOW_ERROR",
+    "WORKFLOW_TIMEOUT",
+    "ChildFailed",
     "DurableError",
     "NonRetryable",
     "StepFailed",
+    "WaitTimeout",
     "error_info",
+    "recorded_failure",
 ]
 
 WORKFLOW_ERROR = "DU000"
@@ -28,8 +37,14 @@ RUN_FAILED = "DU001"
 RUN_NOT_FINISHED = "DU002"
 RUN_CANCELLED = "DU003"
 RUN_NOT_FOUND = "DU010"
+RUN_FINISHED = "DU011"
 NONDETERMINISTIC = "DU020"
 NOT_JSON = "DU021"
+WAIT_TIMEOUT = "DU031"
+CHILD_FAILED = "DU032"
+WORKER_LOST = "DU040"
+WORKFLOW_TIMEOUT = "DU041"
+STEP_TIMEOUT = "57014"
 
 TRACEBACK_LINES = 20
 
@@ -60,6 +75,27 @@ class StepFailed(Exception):
         self.sqlstate = error.get("sqlstate")
 
 
+class ChildFailed(StepFailed):
+    """Raised by wf.wait, wf.parallel and wf.race when a child run failed or was
+    cancelled; ``child`` is its run id and ``error`` its error document."""
+
+    def __init__(self, step: str, error: dict[str, Any]):
+        super().__init__(step, error)
+        self.child = error.get("child")
+
+
+class WaitTimeout(StepFailed):
+    """Raised by wf.wait, wf.parallel and wf.race when the timeout passed first."""
+
+
+FAILURE_TYPES = {cls.__name__: cls for cls in (StepFailed, ChildFailed, WaitTimeout)}
+
+
+def recorded_failure(step: str, error: dict[str, Any]) -> StepFailed:
+    """The exception a failed checkpoint raises again on replay."""
+    return FAILURE_TYPES.get(error.get("raises", ""), StepFailed)(step, error)
+
+
 def error_info(exc: BaseException) -> dict[str, Any]:
     """Describe an exception as the JSON error document stored on runs and steps."""
     if isinstance(exc, StepFailed):
@@ -75,6 +111,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
         value = getattr(exc, attribute, None)
         if value:
             info[attribute] = value
+    if isinstance(exc, NonRetryable):
+        info["non_retryable"] = True
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     info["traceback"] = "".join(lines[-TRACEBACK_LINES:])
     return info

@@ -1,4 +1,4 @@
-"""Run and step rows: claiming a ready run, checkpoints, and a run's final state.
+"""Run and step rows: claiming, checkpoints, suspending, finishing, reclaiming.
 
 Every function here runs in the caller's current transaction and never commits; the
 worker loop decides when to commit.
@@ -7,19 +7,34 @@ worker loop decides when to commit.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from .db import Database
 from .payloads import decode
 
 __all__ = [
+    "WORKER_LOCK_CLASS",
+    "cancel_runs",
+    "children_state",
     "claim",
-    "fail",
+    "consume_signal",
+    "finish",
+    "has_compensations",
     "load_checkpoints",
-    "record_step",
+    "reclaim_orphans",
+    "record_attempt",
     "release_worker_runs",
-    "succeed",
+    "run_flags",
+    "save_step",
+    "schedule_retry",
+    "start_child",
+    "suspend",
+    "wake_if_ready",
 ]
+
+# Advisory lock (WORKER_LOCK_CLASS, worker id) is held by each live worker.
+WORKER_LOCK_CLASS = 1146442306
 
 READY = (
     "r.status in ('pending', 'sleeping', 'waiting') and r.wake_at <= pg_catalog.now()"
@@ -37,15 +52,30 @@ with next_run as (
 update durable._runs as r
 set status = 'running',
     worker_id = $1,
+    waiting_for = null,
     started_at = coalesce(r.started_at, pg_catalog.now())
 from next_run
 where r.id = next_run.id
 returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
-    next_run.resumed
+    next_run.resumed, r.cancel_requested, r.interruptions, r.parent_id, r.queue,
+    r.error::text as error, extract(epoch from r.started_at)::float8 as started_at
 """
 
 CLAIM_ANY_QUEUE = CLAIM.format(ready=READY, queue_filter="")
 CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $2")
+
+# A worker is alive while it holds its advisory lock in this database.
+WORKER_ALIVE = f"""
+exists (
+    select from pg_catalog.pg_locks as l
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+        and l.database = (
+            select d.oid from pg_catalog.pg_database as d
+            where d.datname = pg_catalog.current_database()
+        )
+        and l.classid = {WORKER_LOCK_CLASS} and l.objid = {{worker}}::oid
+)
+"""
 
 
 def claim(db: Database, worker_id: int, queue: str | None) -> dict[str, Any] | None:
@@ -58,86 +88,283 @@ def claim(db: Database, worker_id: int, queue: str | None) -> dict[str, Any] | N
         return None
     run = dict(row)
     run["input"] = decode(run["input"])
+    run["error"] = decode(run["error"])
+    run["id"] = str(run["id"])
     return run
 
 
 def load_checkpoints(db: Database, run_id: str) -> dict[int, dict[str, Any]]:
     """All checkpoints of a run, by sequence number (one query)."""
     rows = db.execute(
-        "select seq, name, status, output::text as output, error::text as error"
-        " from durable._steps where run_id = $1",
+        "select seq, name, kind, status, attempts, output::text as output,"
+        " error::text as error from durable._steps where run_id = $1",
         ["uuid"],
         [run_id],
     )
-    return {row["seq"]: row for row in rows}
+    checkpoints = {}
+    for row in rows:
+        checkpoint = dict(row)
+        checkpoint["output"] = decode(checkpoint["output"])
+        checkpoint["error"] = decode(checkpoint["error"])
+        checkpoints[checkpoint["seq"]] = checkpoint
+    return checkpoints
 
 
-def record_step(
+def save_step(
     db: Database,
     run_id: str,
     seq: int,
     name: str,
     kind: str,
     status: str,
-    output_json: str | None,
+    attempts: int,
+    output: Any,
     error: dict | None,
     started_at: float,
 ) -> None:
-    """Write the checkpoint of one step (it commits with the step's own work)."""
+    """Write (or update) the checkpoint at one position of a run."""
     db.execute(
-        "insert into durable._steps"
-        " (run_id, seq, name, kind, status, output, error, started_at, finished_at)"
-        " values ($1, $2, $3, $4, $5, $6, $7, pg_catalog.to_timestamp($8),"
-        " pg_catalog.clock_timestamp())",
+        "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
+        " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
+        " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
+        " on conflict (run_id, seq) do update set status = excluded.status,"
+        " attempts = excluded.attempts, output = excluded.output,"
+        " error = excluded.error, finished_at = excluded.finished_at",
         [
-            "uuid",
-            "integer",
-            "text",
-            "text",
-            "text",
-            "jsonb",
-            "jsonb",
+            "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
             "double precision",
         ],
         [
-            run_id,
-            seq,
-            name,
-            kind,
-            status,
-            output_json,
+            run_id, seq, name, kind, status, attempts,
+            None if output is None else json.dumps(output),
             None if error is None else json.dumps(error),
             started_at,
         ],
+    )  # fmt: skip
+
+
+def record_attempt(
+    db: Database,
+    run: dict[str, Any],
+    seq: int,
+    attempt: int,
+    name: str,
+    error: dict,
+    started_at: float,
+) -> None:
+    """Keep the error of one failed attempt of a step."""
+    db.execute(
+        "insert into durable._step_attempts"
+        " (run_id, seq, run_attempt, attempt, name, error, started_at, finished_at)"
+        " values ($1, $2, $3, $4, $5, $6, pg_catalog.to_timestamp($7),"
+        " pg_catalog.clock_timestamp()) on conflict do nothing",
+        ["uuid", "integer", "integer", "integer", "text", "jsonb", "double precision"],
+        [run["id"], seq, run["attempt"], attempt, name, json.dumps(error), started_at],
     )
 
 
-def succeed(db: Database, run_id: str, result_json: str) -> None:
-    """Mark a run succeeded with its result."""
+def suspend(
+    db: Database,
+    run_id: str,
+    status: str,
+    wake_at: float | None,
+    waiting_for: str | None,
+) -> None:
+    """Park a run (sleeping or waiting) until ``wake_at`` (epoch) or a wake-up."""
     db.execute(
-        "update durable._runs set status = 'succeeded', result = $2, error = null,"
-        " worker_id = null, wake_at = null, finished_at = pg_catalog.clock_timestamp()"
+        "update durable._runs set status = $2, worker_id = null, waiting_for = $4,"
+        " interruptions = 0,"
+        " wake_at = case when $3 is null then null else pg_catalog.to_timestamp($3) end"
         " where id = $1",
-        ["uuid", "jsonb"],
-        [run_id, result_json],
+        ["uuid", "text", "double precision", "text"],
+        [run_id, status, wake_at, waiting_for],
     )
 
 
-def fail(db: Database, run_id: str, error: dict[str, Any]) -> None:
-    """Mark a run failed with its error document."""
+def wake_if_ready(db: Database, run_id: str, waiting_for: str) -> None:
+    """Wake a waiting run whose signal or children arrived while it was suspending.
+
+    Runs after the suspension committed, so it sees every signal or child that
+    committed before; anything committing later wakes the run itself.
+    """
+    if waiting_for.startswith("signal:"):
+        condition = (
+            "exists (select from durable._signals as s where s.run_id = r.id"
+            " and s.name = substr(r.waiting_for, 8) and s.consumed_seq is null)"
+        )
+    else:
+        condition = (
+            "exists (select from durable._runs as c where c.parent_id = r.id"
+            " and c.status in ('succeeded', 'failed', 'cancelled')"
+            " and c.id = any(string_to_array(substr(r.waiting_for, 10), ',')::uuid[]))"
+        )
     db.execute(
-        "update durable._runs set status = 'failed', error = $2, worker_id = null,"
-        " wake_at = null, finished_at = pg_catalog.clock_timestamp() where id = $1",
-        ["uuid", "jsonb"],
-        [run_id, json.dumps(error)],
+        "update durable._runs as r set wake_at = pg_catalog.now()"
+        f" where r.id = $1 and r.status = 'waiting' and {condition}",
+        ["uuid"],
+        [run_id],
     )
+
+
+def finish(
+    db: Database,
+    run: dict[str, Any],
+    status: str,
+    result_json: str | None,
+    error: dict | None,
+) -> None:
+    """Give a run its final state, and wake its parent if the parent waits."""
+    db.execute(
+        "update durable._runs set status = $2, result = $3, error = $4,"
+        " worker_id = null, wake_at = null, waiting_for = null,"
+        " finished_at = pg_catalog.clock_timestamp() where id = $1",
+        ["uuid", "text", "jsonb", "jsonb"],
+        [run["id"], status, result_json, None if error is None else json.dumps(error)],
+    )
+    if run.get("parent_id"):
+        # Always lock the parent row: a parent moving to "waiting" at this moment then
+        # waits for this commit and sees the child finished when it looks again.
+        db.execute(
+            "update durable._runs set wake_at = case when status = 'waiting'"
+            " then pg_catalog.now() else wake_at end where id = $1",
+            ["uuid"],
+            [run["parent_id"]],
+        )
+
+
+def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) -> None:
+    """Attempt a failed run again at ``wake_at``, forgetting the step that failed it."""
+    db.execute(
+        "delete from durable._steps"
+        " where run_id = $1 and seq = $2 and status = 'failed'",
+        ["uuid", "integer"],
+        [run["id"], seq],
+    )
+    db.execute(
+        "update durable._runs set status = 'sleeping', attempt = attempt + 1,"
+        " worker_id = null, interruptions = 0,"
+        " wake_at = pg_catalog.to_timestamp($2) where id = $1",
+        ["uuid", "double precision"],
+        [run["id"], wake_at],
+    )
+
+
+def run_flags(db: Database, run_id: str) -> dict[str, Any]:
+    """The flags another session may have set on a running run (cancel, deadline).
+
+    FOR SHARE waits for a durable.cancel() that is still in progress: it interrupts
+    the worker before it commits, and holds the run's row lock until then.
+    """
+    return db.one(
+        "select r.cancel_requested,"
+        " coalesce(w.step_deadline < pg_catalog.clock_timestamp(), false) as timed_out"
+        " from durable._runs as r left join durable._workers as w on w.id = r.worker_id"
+        " where r.id = $1 for share of r",
+        ["uuid"],
+        [run_id],
+    )
+
+
+def has_compensations(db: Database, run_id: str) -> bool:
+    """True when the run registered compensations that may have to run."""
+    return bool(
+        db.one(
+            "select exists (select from durable._steps where run_id = $1"
+            " and kind = 'compensation') as found",
+            ["uuid"],
+            [run_id],
+        )["found"]
+    )
+
+
+def consume_signal(db: Database, run_id: str, name: str, seq: int) -> tuple[bool, Any]:
+    """Take the oldest unconsumed signal ``name`` of a run for step ``seq``."""
+    row = db.one(
+        "update durable._signals set consumed_seq = $3 where id = ("
+        " select id from durable._signals where run_id = $1 and name = $2"
+        " and consumed_seq is null order by id limit 1)"
+        " returning payload::text as payload",
+        ["uuid", "text", "integer"],
+        [run_id, name, seq],
+    )
+    if row is None:
+        return False, None
+    return True, decode(row["payload"])
+
+
+def start_child(
+    db: Database, parent_id: str, workflow: str, child_input: Any, options: dict
+) -> str:
+    """Start a child run of ``parent_id`` (owned by the same role)."""
+    row = db.one(
+        "select durable._start($1, $2, $3, $4, $5, $6, $7) as id",
+        ["text", "jsonb", "timestamptz", "text", "text", "integer", "uuid"],
+        [
+            workflow,
+            json.dumps({} if child_input is None else child_input),
+            options.get("start_at"),
+            options.get("idempotency_key"),
+            options.get("queue", "default"),
+            options.get("priority", 0),
+            parent_id,
+        ],
+    )
+    return str(row["id"])
+
+
+def children_state(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Status, result and error of child runs, by id."""
+    rows = db.execute(
+        "select id::text as id, status, result::text as result, error::text as error,"
+        " extract(epoch from finished_at)::float8 as finished_at"
+        " from durable._runs where id = any($1::uuid[])",
+        ["text[]"],
+        [list(ids)],
+    )
+    return {
+        row["id"]: {
+            "status": row["status"],
+            "result": decode(row["result"]),
+            "error": decode(row["error"]),
+            "finished_at": row["finished_at"],
+        }
+        for row in rows
+    }
+
+
+def cancel_runs(db: Database, ids: Sequence[str], reason: str) -> None:
+    """Cancel runs (as durable.cancel does)."""
+    for run_id in ids:
+        db.execute("select durable.cancel($1, $2)", ["uuid", "text"], [run_id, reason])
+
+
+def reclaim_orphans(db: Database) -> int:
+    """Put running runs whose worker is gone back in line; returns how many.
+
+    A worker holds its advisory lock for life, so a missing lock means the backend
+    ended (kill -9, pg_terminate_backend, crash). The interrupted step will count
+    as a failed attempt when the run resumes.
+    """
+    rows = db.execute(
+        "update durable._runs as r set status = 'pending', worker_id = null,"
+        " wake_at = pg_catalog.now(), interruptions = r.interruptions + 1"
+        " where r.status = 'running' and not "
+        + WORKER_ALIVE.format(worker="r.worker_id")
+        + " returning r.id"
+    )
+    db.execute(
+        "delete from durable._workers as w where not "
+        + WORKER_ALIVE.format(worker="w.id")
+    )
+    return rows.nrows()
 
 
 def release_worker_runs(db: Database, worker_id: int) -> int:
     """Put the runs a worker still holds back in line; returns how many."""
     rows = db.execute(
         "update durable._runs set worker_id = null, wake_at = pg_catalog.now(),"
-        " status = 'pending' where worker_id = $1 and status = 'running' returning id",
+        " status = 'pending', interruptions = interruptions + 1"
+        " where worker_id = $1 and status = 'running' returning id",
         ["integer"],
         [worker_id],
     )

@@ -1,36 +1,173 @@
 """The worker loop behind ``CALL durable.run_worker()``.
 
-This is the only place that commits. A worker registers itself, takes its session
-advisory lock, then loops: claim a ready run, execute it (each step commits with its
-checkpoint), and poll with a short back-off when nothing is ready.
+This is the only place that commits (the workflow context commits through the same
+handle while the worker executes a run). A worker registers itself, takes its session
+advisory lock, then loops: housekeeping (reclaim runs of dead workers, enforce step
+timeouts) about once a second, claim a ready run, execute it, and poll with a short
+back-off when nothing is ready.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from typing import Any
 
 from . import runs, workflows
-from .context import RunAborted, WorkflowContext
+from .context import RunAborted, RunCancelled, Suspend, WorkflowContext
 from .db import Database
-from .errors import DurableError, error_info
-from .payloads import encode
+from .errors import RUN_CANCELLED, DurableError, error_info
+from .payloads import decode, encode
+from .retry import RETRY_KEYS, RetryPolicy
 
-__all__ = ["WORKER_LOCK_CLASS", "execute_run", "run_worker"]
+__all__ = ["execute_run", "housekeeping", "run_worker"]
 
-# Advisory lock (WORKER_LOCK_CLASS, worker id) is held by each live worker.
-WORKER_LOCK_CLASS = 1146442306
 MIN_POLL = 0.002
 HEARTBEAT_EVERY = 5.0
+QUERY_CANCELED = "57014"
 
 
-def _setting(db: Database, key: str) -> float:
-    row = db.one("select value from durable._settings where key = $1", ["text"], [key])
-    return float(row["value"])
+class WorkerState:
+    """What one run_worker call keeps: settings, plans, compiled workflows, options."""
+
+    def __init__(self, db: Database, cache: dict, gd: dict, worker_id: int):
+        self.db = db
+        self.gd = gd
+        self.compiled = cache["workflows"]
+        self.worker_id = worker_id
+        self.settings = {
+            row["key"]: row["value"]
+            for row in db.execute("select key, value from durable._settings")
+        }
+        self.retry_defaults = {
+            key: json.loads(self.settings[f"retry.{key}"])
+            for key in RETRY_KEYS
+            if f"retry.{key}" in self.settings
+        }
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def setting(self, key: str) -> float:
+        return float(self.settings[key])
+
+    def workflow_options(self, workflow: str) -> dict[str, Any]:
+        """The workflow's registered defaults (read once per run_worker call)."""
+        if workflow not in self.options:
+            row = self.db.one(
+                "select retry::text as retry, max_attempts,"
+                " extract(epoch from timeout)::float8 as timeout"
+                " from durable._workflow_options where workflow = $1",
+                ["text"],
+                [workflow],
+            )
+            self.options[workflow] = {
+                "retry": decode(row["retry"]) if row else None,
+                "max_attempts": (row["max_attempts"] if row else None) or 1,
+                "timeout": row["timeout"] if row else None,
+            }
+        return self.options[workflow]
 
 
-def _runtime_budget(db: Database, max_runtime: str | None) -> float:
+def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
+    """Execute one claimed run until it ends or suspends; commits after every step."""
+    db = state.db
+    run["worker_id"] = state.worker_id
+    options = state.workflow_options(run["workflow"])
+    if run["cancel_requested"] and not runs.has_compensations(db, run["id"]):
+        runs.finish(db, run, "cancelled", None, run["error"] or _cancelled())
+        db.commit()
+        return
+    checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
+    deadline = None
+    if options["timeout"]:
+        deadline = run["started_at"] + options["timeout"]
+    retry_layers = [state.retry_defaults, options["retry"]]
+    wf = WorkflowContext(db, run, checkpoints, retry_layers, deadline)
+    try:
+        workflow = workflows.load(db, state.compiled, run["version_id"], state.gd)
+        output = workflow(wf, run["input"])
+        result_json = encode(output, f"the result of workflow {run['workflow']}")
+    except Suspend as suspend:
+        runs.suspend(
+            db, run["id"], suspend.status, suspend.wake_at, suspend.waiting_for
+        )
+        db.commit()
+        if suspend.waiting_for:
+            runs.wake_if_ready(db, run["id"], suspend.waiting_for)
+            db.commit()
+    except RunCancelled:
+        _end(wf, run, "cancelled", run["error"] or _cancelled())
+    except RunAborted as aborted:
+        _end(wf, run, "failed", error_info(aborted.error))
+    except Exception as exc:
+        _failed(state, wf, run, options, exc)
+    else:
+        runs.finish(db, run, "succeeded", result_json, None)
+        db.commit()
+
+
+def _failed(
+    state: WorkerState,
+    wf: WorkflowContext,
+    run: dict[str, Any],
+    options: dict[str, Any],
+    exc: Exception,
+) -> None:
+    """The workflow raised: attempt the whole run again, or end it as failed."""
+    db = state.db
+    db.rollback()
+    error = error_info(exc)
+    if error.get("sqlstate") == QUERY_CANCELED:
+        flags = runs.run_flags(db, run["id"])
+        if flags["cancel_requested"]:
+            _end(wf, run, "cancelled", _cancelled())
+            return
+    policy = RetryPolicy.from_options(
+        state.retry_defaults,
+        options["retry"],
+        {"max_attempts": options["max_attempts"]},
+    )
+    if policy.retryable(error, run["attempt"]):
+        wake_at = time.time() + policy.delay(run["attempt"], random.random())
+        runs.schedule_retry(db, run, wake_at, error.get("seq", 0))
+        db.commit()
+        return
+    _end(wf, run, "failed", error)
+
+
+def _end(wf: WorkflowContext, run: dict[str, Any], status: str, error: dict) -> None:
+    """Finish a run that failed or was cancelled, after its compensations."""
+    wf._db.rollback()
+    wf.compensate()
+    runs.finish(wf._db, run, status, None, error)
+    wf._db.commit()
+
+
+def _cancelled() -> dict[str, Any]:
+    return {"sqlstate": RUN_CANCELLED, "message": "cancelled"}
+
+
+def housekeeping(state: WorkerState) -> None:
+    """Reclaim runs of dead workers and interrupt steps past their timeout."""
+    db = state.db
+    reclaimed = runs.reclaim_orphans(db)
+    if reclaimed:
+        db.log(f"durable worker: reclaimed {reclaimed} run(s) of ended workers")
+    db.execute(
+        "select case when w.step_deadline < pg_catalog.clock_timestamp()"
+        " - make_interval(secs => $1)"
+        " then pg_catalog.pg_terminate_backend(w.pid)"
+        " else pg_catalog.pg_cancel_backend(w.pid) end"
+        " from durable._workers as w"
+        " where w.step_deadline < pg_catalog.clock_timestamp()"
+        " and w.pid <> pg_catalog.pg_backend_pid()",
+        ["double precision"],
+        [state.setting("step.terminate_after")],
+    )
+    db.commit()
+
+
+def _runtime_budget(db: Database, max_runtime: str | None, margin: float) -> float:
     """Seconds this call may run: max_runtime, kept under statement_timeout."""
     requested = db.one(
         "select extract(epoch from $1::interval)::float8 as seconds",
@@ -42,7 +179,6 @@ def _runtime_budget(db: Database, max_runtime: str | None) -> float:
         " where name = 'statement_timeout'"
     )["ms"]
     if timeout_ms > 0:
-        margin = _setting(db, "worker.statement_timeout_margin")
         cap = max(timeout_ms / 1000.0 - margin, timeout_ms / 2000.0)
         if cap < requested:
             db.log(
@@ -63,7 +199,7 @@ def _register(db: Database, queue: str | None) -> int:
     db.execute(
         "select pg_catalog.pg_advisory_lock($1, $2)",
         ["integer", "integer"],
-        [WORKER_LOCK_CLASS, worker_id],
+        [runs.WORKER_LOCK_CLASS, worker_id],
     )
     return worker_id
 
@@ -74,7 +210,7 @@ def _unregister(db: Database, worker_id: int) -> None:
     db.execute(
         "select pg_catalog.pg_advisory_unlock($1, $2)",
         ["integer", "integer"],
-        [WORKER_LOCK_CLASS, worker_id],
+        [runs.WORKER_LOCK_CLASS, worker_id],
     )
 
 
@@ -84,25 +220,6 @@ def _heartbeat(db: Database, worker_id: int) -> None:
         ["integer"],
         [worker_id],
     )
-
-
-def execute_run(db: Database, cache: dict, gd: dict, run: dict[str, Any]) -> None:
-    """Execute one claimed run until it ends; commits after every step."""
-    run_id = str(run["id"])
-    checkpoints = runs.load_checkpoints(db, run_id) if run["resumed"] else {}
-    try:
-        workflow = workflows.load(db, cache, run["version_id"], gd)
-        output = workflow(WorkflowContext(db, run, checkpoints), run["input"])
-        result_json = encode(output, f"the result of workflow {run['workflow']}")
-    except RunAborted as aborted:
-        db.rollback()
-        runs.fail(db, run_id, error_info(aborted.error))
-    except Exception as exc:
-        db.rollback()
-        runs.fail(db, run_id, error_info(exc))
-    else:
-        runs.succeed(db, run_id, result_json)
-    db.commit()
 
 
 def _begin(db: Database) -> None:
@@ -119,7 +236,12 @@ def _begin(db: Database) -> None:
 
 
 def run_worker(
-    plpy: Any, gd: dict, key: str, queue: str | None, max_runtime: str | None, drain: bool
+    plpy: Any,
+    gd: dict,
+    key: str,
+    queue: str | None,
+    max_runtime: str | None,
+    drain: bool,
 ) -> str | None:
     """Execute ready runs owned by session_user until the runtime budget is spent.
 
@@ -148,18 +270,25 @@ def _work(
     drain: bool,
 ) -> None:
     _begin(db)
-    deadline = time.monotonic() + _runtime_budget(db, max_runtime)
-    poll_interval = _setting(db, "worker.poll_interval")
     worker_id = _register(db, queue)
+    state = WorkerState(db, cache, gd, worker_id)
+    margin = state.setting("worker.statement_timeout_margin")
+    deadline = time.monotonic() + _runtime_budget(db, max_runtime, margin)
+    poll_interval = state.setting("worker.poll_interval")
+    housekeeping_every = state.setting("worker.housekeeping_interval")
     db.commit()
     try:
         pause = MIN_POLL
+        next_housekeeping = 0.0
         next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
         while time.monotonic() < deadline:
+            if time.monotonic() >= next_housekeeping:
+                housekeeping(state)
+                next_housekeeping = time.monotonic() + housekeeping_every
             run = runs.claim(db, worker_id, queue)
             db.commit()
             if run is not None:
-                execute_run(db, cache["workflows"], gd, run)
+                execute_run(state, run)
                 pause = MIN_POLL
                 continue
             if drain:

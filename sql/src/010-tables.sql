@@ -35,6 +35,10 @@ create table durable._runs (
     parent_id uuid,
     idempotency_key text,
     worker_id integer,
+    original_version_id bigint,
+    cancel_requested boolean not null default false,
+    interruptions integer not null default 0,
+    waiting_for text,
     created_at timestamptz not null default pg_catalog.now(),
     started_at timestamptz,
     finished_at timestamptz,
@@ -67,6 +71,12 @@ create unique index runs_idempotency_key_idx on durable._runs (
 create index runs_finished_at_idx on durable._runs (finished_at)
 where finished_at is not null;
 
+create index runs_parent_idx on durable._runs (parent_id)
+where parent_id is not null;
+
+create index runs_running_idx on durable._runs (worker_id)
+where status = 'running';
+
 create table durable._steps (
     run_id uuid not null,
     seq integer not null,
@@ -79,12 +89,64 @@ create table durable._steps (
     started_at timestamptz not null,
     finished_at timestamptz,
     constraint steps_pkey primary key (run_id, seq),
-    constraint steps_status_check check (status in ('succeeded', 'failed')),
-    constraint steps_kind_check check (kind in ('sql', 'python'))
+    constraint steps_status_check check (
+        status in ('succeeded', 'failed', 'retrying', 'waiting')
+    ),
+    constraint steps_kind_check check (
+        kind in (
+            'sql', 'python', 'sleep', 'signal', 'start_children', 'wait_children',
+            'value', 'compensation', 'compensate'
+        )
+    )
 );
 
 comment on table durable._steps is
-'Checkpoints: one row per completed step of a run; read it through durable.steps.';
+'Checkpoints: one row per step position of a run; read it through durable.steps. '
+'Rows with a negative seq are compensations that ran.';
+
+create table durable._step_attempts (
+    run_id uuid not null,
+    seq integer not null,
+    run_attempt integer not null,
+    attempt integer not null,
+    name text not null,
+    error jsonb not null,
+    started_at timestamptz not null,
+    finished_at timestamptz not null,
+    constraint step_attempts_pkey primary key (run_id, seq, run_attempt, attempt)
+);
+
+comment on table durable._step_attempts is
+'Every failed attempt of every step, with its error.';
+
+create table durable._signals (
+    id bigint generated always as identity,
+    run_id uuid not null,
+    name text not null,
+    payload jsonb,
+    created_at timestamptz not null default pg_catalog.now(),
+    consumed_seq integer,
+    constraint signals_pkey primary key (id)
+);
+
+create index signals_unconsumed_idx on durable._signals (run_id, name, id)
+where consumed_seq is null;
+
+comment on table durable._signals is
+'Signals sent to runs; consumed_seq is the step that received it (exactly once).';
+
+create table durable._workflow_options (
+    workflow text not null,
+    retry jsonb,
+    max_attempts integer,
+    timeout interval,
+    constraint workflow_options_pkey primary key (workflow),
+    constraint workflow_options_max_attempts_check check (max_attempts >= 1),
+    constraint workflow_options_timeout_check check (timeout > interval '0')
+);
+
+comment on table durable._workflow_options is
+'Per-workflow defaults set by durable.register_workflow().';
 
 create table durable._workers (
     id integer generated always as identity,
@@ -94,6 +156,7 @@ create table durable._workers (
     started_at timestamptz not null default pg_catalog.now(),
     heartbeat_at timestamptz not null default pg_catalog.now(),
     run_id uuid,
+    step_deadline timestamptz,
     constraint workers_pkey primary key (id)
 );
 
@@ -117,8 +180,24 @@ insert into durable._settings (key, value, description) values
 (
     'worker.statement_timeout_margin', '2',
     'seconds a worker keeps between its max_runtime and the session statement_timeout'
-);
+),
+(
+    'worker.housekeeping_interval', '1',
+    'seconds between two housekeeping passes of a worker (reclaim, step timeouts)'
+),
+(
+    'step.terminate_after', '5',
+    'seconds past a step timeout after which the backend is terminated, not cancelled'
+),
+('retry.max_attempts', '3', 'default attempts of a step'),
+('retry.initial_interval', '1', 'default seconds before the second attempt'),
+('retry.backoff', '2', 'default factor between two consecutive retry intervals'),
+('retry.max_interval', '300', 'default longest seconds between two attempts'),
+('retry.jitter', '0.1', 'default random spread of retry intervals (fraction)');
 
 select pg_catalog.pg_extension_config_dump('durable._runs', '');
 select pg_catalog.pg_extension_config_dump('durable._steps', '');
 select pg_catalog.pg_extension_config_dump('durable._workflow_versions', '');
+select pg_catalog.pg_extension_config_dump('durable._step_attempts', '');
+select pg_catalog.pg_extension_config_dump('durable._signals', '');
+select pg_catalog.pg_extension_config_dump('durable._workflow_options', '');

@@ -107,47 +107,50 @@ $body$;
 comment on function durable._pin_workflow(text) is
 'Resolves a workflow name, checks it can be started, and returns its pinned version.';
 
-create function durable.start(
-    workflow text,
-    input jsonb default '{}',
-    start_at timestamptz default null,
-    idempotency_key text default null,
-    queue text default 'default',
-    priority integer default 0
+create function durable._start(
+    p_workflow text,
+    p_input jsonb,
+    p_start_at timestamptz,
+    p_idempotency_key text,
+    p_queue text,
+    p_priority integer,
+    p_parent_id uuid
 ) returns uuid
 language plpgsql
 as $body$
-#variable_conflict use_column
 declare
     v_pinned record;
     v_run uuid;
 begin
-    if start.workflow is null then
+    if p_workflow is null then
         raise exception using
             errcode = 'null_value_not_allowed',
             message = 'workflow must not be null',
             hint = 'Pass the workflow function name, e.g. durable.start(''app.ship_order'').';
     end if;
-    if start.queue is null or start.queue = '' then
+    if p_queue is null or p_queue = '' then
         raise exception using
             errcode = 'invalid_parameter_value',
             message = 'queue must be a non-empty name',
             hint = 'Leave queue out to use the queue "default".';
     end if;
 
-    v_pinned := durable._pin_workflow(start.workflow);
+    v_pinned := durable._pin_workflow(p_workflow);
 
     insert into durable._runs as r (
-        workflow, version_id, input, queue, priority, idempotency_key, wake_at
+        workflow, version_id, original_version_id, input, queue, priority,
+        idempotency_key, wake_at, parent_id
     )
     values (
         v_pinned.workflow,
         v_pinned.version_id,
-        coalesce(start.input, '{}'),
-        start.queue,
-        coalesce(start.priority, 0),
-        start.idempotency_key,
-        coalesce(start.start_at, pg_catalog.now())
+        v_pinned.version_id,
+        coalesce(p_input, '{}'),
+        p_queue,
+        coalesce(p_priority, 0),
+        p_idempotency_key,
+        coalesce(p_start_at, pg_catalog.now()),
+        p_parent_id
     )
     on conflict (owner, workflow, idempotency_key) where idempotency_key is not null
     do nothing
@@ -159,10 +162,26 @@ begin
         where
             r.owner = current_user
             and r.workflow = v_pinned.workflow
-            and r.idempotency_key = start.idempotency_key;
+            and r.idempotency_key = p_idempotency_key;
     end if;
     return v_run;
 end
+$body$;
+
+comment on function durable._start(text, jsonb, timestamptz, text, text, integer, uuid) is
+'Creates a run (the body of durable.start, with the parent run of a child workflow).';
+
+create function durable.start(
+    workflow text,
+    input jsonb default '{}',
+    start_at timestamptz default null,
+    idempotency_key text default null,
+    queue text default 'default',
+    priority integer default 0
+) returns uuid
+language sql
+as $body$
+    select durable._start(workflow, input, start_at, idempotency_key, queue, priority, null);
 $body$;
 
 comment on function durable.start(text, jsonb, timestamptz, text, text, integer) is
