@@ -14,7 +14,7 @@ import random
 import time
 from typing import Any
 
-from . import runs, workflows
+from . import runs, scheduler, workflows
 from .context import RunAborted, RunCancelled, Suspend, WorkflowContext
 from .db import Database
 from .errors import RUN_CANCELLED, DurableError, error_info
@@ -25,6 +25,7 @@ __all__ = ["execute_run", "housekeeping", "run_worker"]
 
 MIN_POLL = 0.002
 HEARTBEAT_EVERY = 5.0
+SCHEDULE_RECHECK = 1.0
 QUERY_CANCELED = "57014"
 
 
@@ -167,6 +168,15 @@ def housekeeping(state: WorkerState) -> None:
     db.commit()
 
 
+def _fire_schedules(state: WorkerState) -> float:
+    """Fire due schedules; the monotonic time at which to look again (within 1s)."""
+    earliest = scheduler.fire_due(state.db, state.db.plans, state.settings)
+    wait = SCHEDULE_RECHECK
+    if earliest is not None:
+        wait = min(wait, max(0.0, earliest - time.time()))
+    return time.monotonic() + wait
+
+
 def _runtime_budget(db: Database, max_runtime: str | None, margin: float) -> float:
     """Seconds this call may run: max_runtime, kept under statement_timeout."""
     requested = db.one(
@@ -279,12 +289,14 @@ def _work(
     db.commit()
     try:
         pause = MIN_POLL
-        next_housekeeping = 0.0
+        next_housekeeping = next_schedules = 0.0
         next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
         while time.monotonic() < deadline:
             if time.monotonic() >= next_housekeeping:
                 housekeeping(state)
                 next_housekeeping = time.monotonic() + housekeeping_every
+            if time.monotonic() >= next_schedules:
+                next_schedules = _fire_schedules(state)
             run = runs.claim(db, worker_id, queue)
             db.commit()
             if run is not None:
