@@ -301,7 +301,8 @@ def test_worker_unregisters_when_it_returns(conn):
     assert conn.execute("select count(*) from durable._workers").fetchone()[0] == 0
     locks = conn.execute(
         "select count(*) from pg_locks where locktype = 'advisory'"
-        " and classid = 1146442306"
+        " and classid = 1146442306 and database ="
+        " (select oid from pg_database where datname = current_database())"
     ).fetchone()[0]
     assert locks == 0
 

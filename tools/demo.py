@@ -24,43 +24,56 @@ def table(cursor: psycopg.Cursor) -> str:
     return "\n".join(lines)
 
 
+def show(conn: psycopg.Connection, title: str, sql: str) -> None:
+    print(f"\n== {title}")
+    print(table(conn.execute(sql)))
+
+
 def main() -> int:
     cluster = Cluster(name="durable-demo").start()
     print(f"throwaway cluster on port {cluster.port} in {cluster.base}")
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("create extension durable cascade")
-            conn.execute((ROOT / "examples" / "orders.sql").read_text())
-            print("\n== start two runs of app.ship_order")
-            runs = {}
+            for example in ("orders.sql", "payments.sql"):
+                conn.execute((ROOT / "examples" / example).read_text())
+            print("\n== start runs and a schedule")
             for order_id, sku in ((1, "apple"), (2, "pear")):
-                runs[sku] = conn.execute(
+                run = conn.execute(
                     "select durable.start('app.ship_order', %s)",
                     [Jsonb({"order_id": order_id, "sku": sku})],
                 ).fetchone()[0]
-                print(f"order {order_id} ({sku}): run {runs[sku]}")
-            print("\n== CALL durable.run_worker(drain => true)")
-            conn.execute("call durable.run_worker(drain => true)")
-            print("\n== durable.steps")
-            print(
-                table(
-                    conn.execute(
-                        "select r.input->>'sku' as sku, s.seq, s.name, s.kind,"
-                        " s.status, s.output::text as output from durable.steps as s"
-                        " join durable.runs as r on r.id = s.run_id"
-                        " order by r.created_at, s.seq"
-                    )
-                )
+                print(f"app.ship_order for order {order_id} ({sku}): run {run}")
+            run = conn.execute(
+                "select durable.start('app.charge', %s)",
+                [Jsonb({"order_id": 1, "amount": 9.5})],
+            ).fetchone()[0]
+            print(f"app.charge for order 1: run {run}")
+            conn.execute("select durable.schedule('report', '2 seconds', 'app.report')")
+            print("schedule 'report': app.report every 2 seconds")
+            print("\n== CALL durable.run_worker(max_runtime => '5 seconds')")
+            conn.execute("call durable.run_worker(max_runtime => '5 seconds')")
+            conn.execute("select durable.unschedule('report')")
+            show(
+                conn,
+                "durable.steps (a retried step shows its attempts)",
+                "select r.workflow, s.seq, s.name, s.kind, s.status, s.attempts,"
+                " left(s.output::text, 60) as output from durable.steps as s"
+                " join durable.runs as r on r.id = s.run_id"
+                " where r.workflow <> 'app.report' order by r.created_at, s.seq",
             )
-            print("\n== durable.runs")
-            print(
-                table(
-                    conn.execute(
-                        "select input->>'sku' as sku, status, result::text as result"
-                        " from durable.runs"
-                        " order by created_at"
-                    )
-                )
+            show(
+                conn,
+                "failed attempts (durable._step_attempts)",
+                "select seq, attempt, error->>'message' as error"
+                " from durable._step_attempts order by started_at",
+            )
+            show(
+                conn,
+                "durable.runs",
+                "select workflow, status, attempt, result::text as result,"
+                " round(extract(epoch from duration)::numeric, 2) as seconds"
+                " from durable.runs order by created_at",
             )
             statuses = {
                 row[0]
