@@ -24,7 +24,7 @@ ENGINE_SOURCES = $(shell find plpython/durable -name '*.py' | sort)
 $(DATA_built): $(EXTENSION).control tools/build_sql.py $(sort $(wildcard sql/src/*.sql)) $(ENGINE_SOURCES)
 	$(PY) tools/build_sql.py --out $@
 
-.PHONY: bootstrap demo test lint format
+.PHONY: bootstrap demo test lint format client
 
 # target: bootstrap - install the PostgreSQL packages and Python tools that are missing
 bootstrap:
@@ -39,6 +39,10 @@ demo: bootstrap
 test: bootstrap
 	$(MAKE) install
 	$(PY) -m pytest
+
+# target: client - pip install the durablectl command line client
+client:
+	$(PY) -m pip install ./client
 
 # target: lint - sqlfluff on the SQL sources, ruff on all Python
 lint:

@@ -1,0 +1,1 @@
+"""durablectl: the command-line client of durable, durable workflows in PostgreSQL."""
