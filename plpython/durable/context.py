@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import runs
+from . import definitions, runs
 from .db import Database
 from .durations import format_duration, parse_duration
 from .errors import (
@@ -360,10 +360,19 @@ class WorkflowContext:
         if recorded is not None:
             return recorded["output"]
         self._boundary()
-        ids = [
-            runs.start_child(self._db, self.run_id, workflow, child_input, options)
-            for workflow, child_input in calls
-        ]
+        ids = []
+        for workflow, child_input in calls:
+            child = runs.start_child(
+                self._db, self.run_id, workflow, child_input, options
+            )
+            if (
+                workflow == self.workflow
+                and isinstance(child_input, dict)
+                and (definitions.BRANCH_KEY in child_input)
+            ):
+                # A branch of this SQL workflow runs this run's version of it.
+                runs.pin_version(self._db, child, self._run["version_id"])
+            ids.append(child)
         self._save(seq, name, "start_children", "succeeded", ids)
         self._commit()
         return ids

@@ -22,6 +22,7 @@ __all__ = [
     "finish",
     "has_compensations",
     "load_checkpoints",
+    "pin_version",
     "reclaim_orphans",
     "record_attempt",
     "release_worker_runs",
@@ -310,6 +311,16 @@ def start_child(
         ],
     )
     return str(row["id"])
+
+
+def pin_version(db: Database, run_id: str, version_id: int) -> None:
+    """Make a run execute one particular version of its workflow."""
+    db.execute(
+        "update durable._runs set version_id = $2, original_version_id = $2"
+        " where id = $1",
+        ["uuid", "bigint"],
+        [run_id, version_id],
+    )
 
 
 def children_state(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

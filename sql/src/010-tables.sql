@@ -14,7 +14,7 @@ create table durable._workflow_versions (
     created_at timestamptz not null default pg_catalog.now(),
     constraint workflow_versions_pkey primary key (id),
     constraint workflow_versions_workflow_hash_key unique (workflow, source_hash),
-    constraint workflow_versions_kind_check check (kind in ('python'))
+    constraint workflow_versions_kind_check check (kind in ('python', 'sql'))
 );
 
 comment on table durable._workflow_versions is

@@ -16,11 +16,18 @@ declare
 begin
     v_fn := pg_catalog.to_regproc(p_workflow);
     if v_fn is null then
+        -- Not a function: a SQL-declared workflow of that name, or nothing.
+        select w.name, w.version_id into workflow, version_id
+        from durable._find_sql_workflow(p_workflow) as w
+        where w.name is not null;
+        if found then
+            return;
+        end if;
         raise exception using
             errcode = 'undefined_function',
             message = pg_catalog.format('workflow "%s" does not exist', p_workflow),
-            hint = 'A workflow is a PL/Python function name(input jsonb) returns jsonb;'
-            ' give its name as schema.function.';
+            hint = 'A workflow is a PL/Python function name(input jsonb) returns jsonb,'
+            ' or defined with durable.define_workflow(); give its name as schema.name.';
     end if;
 
     select

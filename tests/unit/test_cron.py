@@ -287,7 +287,7 @@ def test_rare_schedules_are_found_quickly() -> None:
     assert cron.parse("59 59 23 31 12 *").next_after(utc(2026, 1, 1)) == utc(
         2026, 12, 31, 23, 59, 59
     )
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.25
 
 
 @pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4,6,9,11 *"])
@@ -295,7 +295,7 @@ def test_schedules_that_never_fire_give_up(expression: str) -> None:
     started = time.perf_counter()
     with pytest.raises(cron.CronError, match="does not fire within 5 years"):
         cron.parse(expression).next_after(utc(2026, 1, 1))
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.25
     assert cron.parse(expression).fires_between(utc(2026, 1, 1), utc(2040, 1, 1)) == []
 
 
