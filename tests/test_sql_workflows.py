@@ -237,3 +237,41 @@ def test_definition_is_stored_in_canonical_form(conn):
         "select source from durable._workflow_versions where workflow = 'app.canon'"
     ).fetchone()[0]
     assert json.loads(source)["steps"][0]["params"] == [{"value": 1}]
+
+
+def test_nested_parallel_in_if_in_repeat_and_a_race(conn):
+    define(conn, "app.nested", {"steps": [
+        {"name": "loop", "repeat": [
+            {"name": "tick", "sql": "select nextval('app.ticks') as n"},
+            {"name": "even", "if": "select $1::int % 2 = 0",
+             "params": ["steps.tick[0].n"],
+             "then": [{"parallel": [[{"name": "left", "sql": "select 'l' as side"}],
+                                    [{"name": "right", "sql": "select 'r' as side"}]]}],
+             "else": []},
+        ], "until": "select $1::int >= 4", "params": ["steps.tick[0].n"],
+         "max_iterations": 10},
+        {"name": "first", "race": [[{"sleep": "1 hour"}],
+                                   [{"name": "quick", "sql": "select 42 as answer"}]]},
+    ]})  # fmt: skip
+    conn.execute("drop sequence if exists app.ticks")
+    conn.execute("create sequence app.ticks")
+    run = start(conn, "app.nested")
+    work_until_finished(conn, [run])
+    state = run_state(conn, run)
+    assert state["status"] == "succeeded", state["error"]
+    result = state["result"]
+    assert result["loop"] == {"iterations": 4}
+    assert result["left"] == [{"side": "l"}] and result["right"] == [{"side": "r"}]
+    assert result["first"]["winner"] == 1
+    assert result["quick"] == [{"answer": 42}]
+    # Two even iterations, two branches each, plus the two branches of the race.
+    children = conn.execute(
+        "select count(*) from durable.runs where parent_id = %s", [run]
+    ).fetchone()[0]
+    assert children == 6
+    sleeper = conn.execute(
+        "select id from durable.runs where parent_id = %s and status <> 'succeeded'",
+        [run],
+    ).fetchone()[0]
+    work_until_finished(conn, [sleeper])
+    assert run_state(conn, sleeper)["status"] == "cancelled"
