@@ -70,6 +70,9 @@ $durable_loader$;
 
 comment on function durable._load() is
 'Loads the durable Python engine into this session and returns its GD key.';
+
+revoke all on function durable._load() from public;
+grant execute on function durable._load() to durable_admin;
 """
 
 

@@ -32,12 +32,13 @@ from .errors import (
     WORKFLOW_TIMEOUT,
     ChildFailed,
     DurableError,
+    LimitExceeded,
     StepFailed,
     WaitTimeout,
     error_info,
     recorded_failure,
 )
-from .payloads import decode, encode
+from .payloads import check_size, decode, encode
 from .retry import RetryPolicy
 from .steps import run_sql
 
@@ -80,12 +81,14 @@ class WorkflowContext:
         checkpoints: dict[int, dict],
         retry_defaults: Sequence[dict | None],
         deadline: float | None,
+        limits: dict[str, int],
     ):
         self._db = db
         self._run = run
         self._checkpoints = checkpoints
         self._retry_defaults = list(retry_defaults)
         self._deadline = deadline
+        self._limits = limits
         self._seq = 0
         self._uncommitted: list[tuple] = []
         self._policy: RetryPolicy | None = None
@@ -129,7 +132,10 @@ class WorkflowContext:
         self.step_key = f"{self.run_id}:{seq}"
         try:
             output = self._perform(name, action, args, kwargs)
-            output_json = encode(output, f'the result of step "{name}"')
+            what = f'the result of step "{name}"'
+            output_json = check_size(
+                encode(output, what), what, self._limits["max_payload_bytes"]
+            )
         except Exception as exc:
             error = self._interrupted_error(exc, name, timeout_s)
             self._step_failed(seq, name, kind, attempt, error, started_at, policy)
@@ -360,6 +366,18 @@ class WorkflowContext:
         if recorded is not None:
             return recorded["output"]
         self._boundary()
+        started = self._db.one(
+            "select count(*)::int as n from durable._runs where parent_id = $1",
+            ["uuid"],
+            [self.run_id],
+        )["n"]
+        if started + len(calls) > self._limits["max_children"]:
+            raise LimitExceeded(
+                f"run {self.run_id} of workflow {self.workflow} would have"
+                f" {started + len(calls)} child runs, more than"
+                f" {self._limits['max_children']}",
+                "limits.max_children",
+            )
         ids = []
         for workflow, child_input in calls:
             child = runs.start_child(
@@ -490,6 +508,14 @@ class WorkflowContext:
     def _position(self, name: str) -> tuple[int, dict | None]:
         """Number the next durable call and check it against its checkpoint."""
         self._seq += 1
+        if self._seq > self._limits["max_steps_per_run"]:
+            raise RunAborted(
+                LimitExceeded(
+                    f"run {self.run_id} of workflow {self.workflow} reached"
+                    f" {self._limits['max_steps_per_run']} steps",
+                    "limits.max_steps_per_run",
+                )
+            )
         recorded = self._checkpoints.get(self._seq)
         if recorded is not None and recorded["name"] != name:
             raise RunAborted(

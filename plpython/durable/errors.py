@@ -13,6 +13,7 @@ __all__ = [
     "CHILD_FAILED",
     "NONDETERMINISTIC",
     "NOT_JSON",
+    "PROGRAM_LIMIT_EXCEEDED",
     "RUN_CANCELLED",
     "RUN_FAILED",
     "RUN_FINISHED",
@@ -25,6 +26,7 @@ __all__ = [
     "WORKFLOW_TIMEOUT",
     "ChildFailed",
     "DurableError",
+    "LimitExceeded",
     "NonRetryable",
     "StepFailed",
     "WaitTimeout",
@@ -45,6 +47,7 @@ CHILD_FAILED = "DU032"
 WORKER_LOST = "DU040"
 WORKFLOW_TIMEOUT = "DU041"
 STEP_TIMEOUT = "57014"
+PROGRAM_LIMIT_EXCEEDED = "54000"
 
 TRACEBACK_LINES = 20
 
@@ -60,6 +63,17 @@ class DurableError(Exception):
 
 class NonRetryable(Exception):
     """Raise in a workflow or a step to fail at once, without further attempts."""
+
+
+class LimitExceeded(DurableError, NonRetryable):
+    """A configured limit (limits.* settings) was exceeded; never retried."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(
+            message,
+            sqlstate=PROGRAM_LIMIT_EXCEEDED,
+            hint=f"The limit is the setting {setting} (durable.set_setting).",
+        )
 
 
 class StepFailed(Exception):

@@ -11,9 +11,16 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from .errors import NOT_JSON, DurableError
+from .errors import NOT_JSON, DurableError, LimitExceeded
 
-__all__ = ["JSON_TYPE_OIDS", "decode", "encode", "json_value", "rows_as_json"]
+__all__ = [
+    "JSON_TYPE_OIDS",
+    "check_size",
+    "decode",
+    "encode",
+    "json_value",
+    "rows_as_json",
+]
 
 # PostgreSQL type oids of json and jsonb: PL/Python hands such columns over as text.
 JSON_TYPE_OIDS = frozenset({114, 3802})
@@ -29,6 +36,17 @@ def encode(value: Any, what: str) -> str:
             sqlstate=NOT_JSON,
             hint="Return dicts, lists, str, int, float, bool or None.",
         ) from None
+
+
+def check_size(text: str, what: str, limit: int) -> str:
+    """Refuse JSON text longer than ``limit`` bytes; returns the text."""
+    size = len(text.encode())
+    if size > limit:
+        raise LimitExceeded(
+            f"{what} is {size} bytes of JSON, more than {limit}",
+            "limits.max_payload_bytes",
+        )
+    return text
 
 
 def decode(text: str | None) -> Any:

@@ -45,7 +45,7 @@ CLAIM = """
 with next_run as (
     select r.id, r.started_at is not null as resumed
     from durable._runs as r
-    where r.owner = session_user and {ready} {queue_filter}
+    where r.owner = $2 and {ready} {queue_filter}
     order by r.priority desc, r.wake_at
     limit 1
     for update skip locked
@@ -63,7 +63,7 @@ returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
 """
 
 CLAIM_ANY_QUEUE = CLAIM.format(ready=READY, queue_filter="")
-CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $2")
+CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $3")
 
 # A worker is alive while it holds its advisory lock in this database.
 WORKER_ALIVE = f"""
@@ -79,12 +79,16 @@ exists (
 """
 
 
-def claim(db: Database, worker_id: int, queue: str | None) -> dict[str, Any] | None:
-    """Mark the best ready run as running on this worker and return it (or None)."""
+def claim(
+    db: Database, worker_id: int, role: str, queue: str | None
+) -> dict[str, Any] | None:
+    """Mark the best ready run of ``role`` as running on this worker (or None)."""
     if queue is None:
-        row = db.one(CLAIM_ANY_QUEUE, ["integer"], [worker_id])
+        row = db.one(CLAIM_ANY_QUEUE, ["integer", "name"], [worker_id, role])
     else:
-        row = db.one(CLAIM_ONE_QUEUE, ["integer", "text"], [worker_id, queue])
+        row = db.one(
+            CLAIM_ONE_QUEUE, ["integer", "name", "text"], [worker_id, role, queue]
+        )
     if row is None:
         return None
     run = dict(row)

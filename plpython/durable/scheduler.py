@@ -125,7 +125,8 @@ def fire_due(db: Database, cache: dict, settings: dict[str, str]) -> float | Non
         db.execute(
             "update durable._schedules set next_fire_at = $2,"
             " last_fire_at = coalesce($3, last_fire_at),"
-            " last_run = coalesce($4, last_run) where name = $1",
+            " last_run = coalesce($4, last_run)"
+            " where name = $1 and owner = session_user",
             ["text", "timestamptz", "timestamptz", "uuid"],
             [
                 row["name"],
@@ -135,8 +136,9 @@ def fire_due(db: Database, cache: dict, settings: dict[str, str]) -> float | Non
             ],
         )
         db.execute(
-            "delete from durable._schedule_fires where schedule = $1 and slot < ("
-            " select slot from durable._schedule_fires where schedule = $1"
+            "delete from durable._schedule_fires where owner = session_user"
+            " and schedule = $1 and slot < (select slot from durable._schedule_fires"
+            " where owner = session_user and schedule = $1"
             " order by slot desc offset $2 limit 1)",
             ["text", "integer"],
             [row["name"], int(settings["schedule.keep_fires"])],

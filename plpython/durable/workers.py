@@ -18,7 +18,7 @@ from . import runs, scheduler, workflows
 from .context import RunAborted, RunCancelled, Suspend, WorkflowContext
 from .db import Database
 from .errors import RUN_CANCELLED, DurableError, error_info
-from .payloads import decode, encode
+from .payloads import check_size, decode, encode
 from .retry import RETRY_KEYS, RetryPolicy
 
 __all__ = ["execute_run", "housekeeping", "run_worker"]
@@ -46,6 +46,10 @@ class WorkerState:
             for key in RETRY_KEYS
             if f"retry.{key}" in self.settings
         }
+        self.limits = {
+            key: int(self.settings[f"limits.{key}"])
+            for key in ("max_payload_bytes", "max_steps_per_run", "max_children")
+        }
         self.options: dict[str, dict[str, Any]] = {}
 
     def setting(self, key: str) -> float:
@@ -57,7 +61,8 @@ class WorkerState:
             row = self.db.one(
                 "select retry::text as retry, max_attempts,"
                 " extract(epoch from timeout)::float8 as timeout"
-                " from durable._workflow_options where workflow = $1",
+                " from durable._workflow_options"
+                " where workflow = $1 and owner = session_user",
                 ["text"],
                 [workflow],
             )
@@ -83,11 +88,14 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
     if options["timeout"]:
         deadline = run["started_at"] + options["timeout"]
     retry_layers = [state.retry_defaults, options["retry"]]
-    wf = WorkflowContext(db, run, checkpoints, retry_layers, deadline)
+    wf = WorkflowContext(db, run, checkpoints, retry_layers, deadline, state.limits)
     try:
         workflow = workflows.load(db, state.compiled, run["version_id"], state.gd)
         output = workflow(wf, run["input"])
-        result_json = encode(output, f"the result of workflow {run['workflow']}")
+        what = f"the result of workflow {run['workflow']}"
+        result_json = check_size(
+            encode(output, what), what, state.limits["max_payload_bytes"]
+        )
     except Suspend as suspend:
         runs.suspend(
             db, run["id"], suspend.status, suspend.wake_at, suspend.waiting_for
@@ -199,19 +207,23 @@ def _runtime_budget(db: Database, max_runtime: str | None, margin: float) -> flo
     return requested
 
 
-def _register(db: Database, queue: str | None) -> int:
-    """Insert this worker's row and take its lifetime advisory lock."""
-    worker_id = db.one(
-        "insert into durable._workers (queue) values ($1) returning id",
+def _register(db: Database, queue: str | None) -> tuple[int, str]:
+    """Insert this worker's row and take its lifetime advisory lock.
+
+    Returns the worker id and its role: the session user, whose runs it executes.
+    """
+    row = db.one(
+        "insert into durable._workers (queue) values ($1) returning id, role::text",
         ["text"],
         [queue],
-    )["id"]
+    )
+    worker_id = row["id"]
     db.execute(
         "select pg_catalog.pg_advisory_lock($1, $2)",
         ["integer", "integer"],
         [runs.WORKER_LOCK_CLASS, worker_id],
     )
-    return worker_id
+    return worker_id, row["role"]
 
 
 def _unregister(db: Database, worker_id: int) -> None:
@@ -222,6 +234,17 @@ def _unregister(db: Database, worker_id: int) -> None:
         ["integer", "integer"],
         [runs.WORKER_LOCK_CLASS, worker_id],
     )
+
+
+def _restore_role(db: Database, role: str) -> None:
+    """Undo a step's SET ROLE or SET SESSION AUTHORIZATION before the next run."""
+    same = db.one(
+        "select current_user = $1 and session_user = $1 as same", ["name"], [role]
+    )["same"]
+    if not same:
+        db.execute("reset session authorization")
+        db.execute("reset role")
+        db.commit()
 
 
 def _heartbeat(db: Database, worker_id: int) -> None:
@@ -280,7 +303,7 @@ def _work(
     drain: bool,
 ) -> None:
     _begin(db)
-    worker_id = _register(db, queue)
+    worker_id, role = _register(db, queue)
     state = WorkerState(db, cache, gd, worker_id)
     margin = state.setting("worker.statement_timeout_margin")
     deadline = time.monotonic() + _runtime_budget(db, max_runtime, margin)
@@ -297,10 +320,11 @@ def _work(
                 next_housekeeping = time.monotonic() + housekeeping_every
             if time.monotonic() >= next_schedules:
                 next_schedules = _fire_schedules(state)
-            run = runs.claim(db, worker_id, queue)
+            run = runs.claim(db, worker_id, role, queue)
             db.commit()
             if run is not None:
                 execute_run(state, run)
+                _restore_role(db, role)
                 pause = MIN_POLL
                 continue
             if drain:

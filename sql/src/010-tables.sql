@@ -11,9 +11,10 @@ create table durable._workflow_versions (
     source_hash text not null,
     source text not null,
     argname text,
+    owner name not null default current_user,
     created_at timestamptz not null default pg_catalog.now(),
     constraint workflow_versions_pkey primary key (id),
-    constraint workflow_versions_workflow_hash_key unique (workflow, source_hash),
+    constraint workflow_versions_workflow_hash_key unique (owner, workflow, source_hash),
     constraint workflow_versions_kind_check check (kind in ('python', 'sql'))
 );
 
@@ -88,6 +89,7 @@ create table durable._steps (
     error jsonb,
     started_at timestamptz not null,
     finished_at timestamptz,
+    owner name not null default current_user,
     constraint steps_pkey primary key (run_id, seq),
     constraint steps_status_check check (
         status in ('succeeded', 'failed', 'retrying', 'waiting')
@@ -113,6 +115,7 @@ create table durable._step_attempts (
     error jsonb not null,
     started_at timestamptz not null,
     finished_at timestamptz not null,
+    owner name not null default current_user,
     constraint step_attempts_pkey primary key (run_id, seq, run_attempt, attempt)
 );
 
@@ -126,6 +129,7 @@ create table durable._signals (
     payload jsonb,
     created_at timestamptz not null default pg_catalog.now(),
     consumed_seq integer,
+    owner name not null default current_user,
     constraint signals_pkey primary key (id)
 );
 
@@ -137,10 +141,11 @@ comment on table durable._signals is
 
 create table durable._workflow_options (
     workflow text not null,
+    owner name not null default current_user,
     retry jsonb,
     max_attempts integer,
     timeout interval,
-    constraint workflow_options_pkey primary key (workflow),
+    constraint workflow_options_pkey primary key (owner, workflow),
     constraint workflow_options_max_attempts_check check (max_attempts >= 1),
     constraint workflow_options_timeout_check check (timeout > interval '0')
 );
@@ -193,7 +198,13 @@ insert into durable._settings (key, value, description) values
 ('retry.initial_interval', '1', 'default seconds before the second attempt'),
 ('retry.backoff', '2', 'default factor between two consecutive retry intervals'),
 ('retry.max_interval', '300', 'default longest seconds between two attempts'),
-('retry.jitter', '0.1', 'default random spread of retry intervals (fraction)');
+('retry.jitter', '0.1', 'default random spread of retry intervals (fraction)'),
+(
+    'limits.max_payload_bytes', '1048576',
+    'largest input, result, step output or signal payload, in bytes of JSON'
+),
+('limits.max_steps_per_run', '10000', 'most durable calls (steps, timers, ...) of one run'),
+('limits.max_children', '1000', 'most child runs one run may start');
 
 select pg_catalog.pg_extension_config_dump('durable._runs', '');
 select pg_catalog.pg_extension_config_dump('durable._steps', '');

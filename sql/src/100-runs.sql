@@ -92,20 +92,26 @@ begin
 
     select wv.id into version_id
     from durable._workflow_versions as wv
-    where wv.workflow = _pin_workflow.workflow and wv.source_hash = v_hash;
+    where
+                wv.owner = current_user
+                and wv.workflow = _pin_workflow.workflow
+                and wv.source_hash = v_hash;
 
     if version_id is null then
         insert into durable._workflow_versions (workflow, kind, source_hash, source, argname)
         values (
             _pin_workflow.workflow, 'python', v_hash, v_proc.prosrc, v_proc.proargnames[1]
         )
-        on conflict (workflow, source_hash) do nothing
+        on conflict on constraint workflow_versions_workflow_hash_key do nothing
         returning id into version_id;
 
         if version_id is null then
             select wv.id into version_id
             from durable._workflow_versions as wv
-            where wv.workflow = _pin_workflow.workflow and wv.source_hash = v_hash;
+            where
+                wv.owner = current_user
+                and wv.workflow = _pin_workflow.workflow
+                and wv.source_hash = v_hash;
         end if;
     end if;
 end
@@ -143,6 +149,7 @@ begin
     end if;
 
     v_pinned := durable._pin_workflow(p_workflow);
+    perform durable._check_payload(p_input, pg_catalog.format('input of workflow %s', v_pinned.workflow));
 
     insert into durable._runs as r (
         workflow, version_id, original_version_id, input, queue, priority,
@@ -194,6 +201,29 @@ $body$;
 comment on function durable.start(text, jsonb, timestamptz, text, text, integer) is
 'Starts a run of a workflow in the current transaction and returns its id; '
 'the same idempotency_key for the same workflow returns the existing run.';
+
+create function durable._check_payload(p_value jsonb, p_what text) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_limit bigint := (
+        select s.value::bigint from durable._settings as s
+        where s.key = 'limits.max_payload_bytes'
+    );
+    v_size bigint := pg_catalog.octet_length(p_value::text);
+begin
+    if v_size > v_limit then
+        raise exception using
+            errcode = 'program_limit_exceeded',
+            message = pg_catalog.format('%s is %s bytes of JSON, more than %s', p_what, v_size, v_limit),
+            hint = 'The limit is the setting limits.max_payload_bytes (durable.set_setting).';
+    end if;
+end
+$body$;
+
+comment on function durable._check_payload(jsonb, text) is
+'Refuses a JSON value larger than the setting limits.max_payload_bytes.';
 
 create function durable._raise(p_error jsonb) returns void
 language plpgsql

@@ -51,8 +51,12 @@ begin
             ),
             hint = 'Signals can only be sent to runs that have not finished.';
     end if;
-    insert into durable._signals (run_id, name, payload)
-    values (v_row.id, signal.name, signal.payload);
+    perform durable._check_payload(
+        signal.payload, pg_catalog.format('payload of signal "%s"', signal.name)
+    );
+    -- The signal belongs to the run's owner, whose worker consumes it.
+    insert into durable._signals (run_id, name, payload, owner)
+    values (v_row.id, signal.name, signal.payload, v_row.owner);
     update durable._runs as r
     set wake_at = pg_catalog.now()
     where

@@ -17,7 +17,7 @@ create table durable._schedules (
     last_run uuid,
     created_at timestamptz not null default pg_catalog.now(),
     updated_at timestamptz not null default pg_catalog.now(),
-    constraint schedules_pkey primary key (name),
+    constraint schedules_pkey primary key (owner, name),
     constraint schedules_overlap_check check (overlap in ('skip', 'allow', 'queue')),
     constraint schedules_catch_up_check check (catch_up in ('none', 'latest', 'all'))
 );
@@ -32,7 +32,8 @@ create table durable._schedule_fires (
     fired_at timestamptz not null default pg_catalog.now(),
     outcome text not null,
     run_id uuid,
-    constraint schedule_fires_pkey primary key (schedule, slot),
+    owner name not null default current_user,
+    constraint schedule_fires_pkey primary key (owner, schedule, slot),
     constraint schedule_fires_outcome_check check (outcome in ('started', 'skipped'))
 );
 
@@ -123,7 +124,7 @@ begin
 
     select s.* into v_existing
     from durable._schedules as s
-    where s.name = schedule.name
+    where s.name = schedule.name and s.owner = current_user
     for update;
     if found and v_existing.workflow <> v_workflow then
         raise exception using
@@ -178,11 +179,13 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 begin
-    delete from durable._schedules as s where s.name = unschedule.name;
+    delete from durable._schedules as s
+    where s.name = unschedule.name and s.owner = current_user;
     if not found then
         return false;
     end if;
-    delete from durable._schedule_fires as f where f.schedule = unschedule.name;
+    delete from durable._schedule_fires as f
+    where f.schedule = unschedule.name and f.owner = current_user;
     return true;
 end
 $body$;

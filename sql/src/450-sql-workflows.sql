@@ -144,7 +144,7 @@ begin
     if v_version is null then
         select wv.id into v_version
         from durable._workflow_versions as wv
-        where wv.workflow = v_name and wv.source_hash = v_hash;
+        where wv.owner = current_user and wv.workflow = v_name and wv.source_hash = v_hash;
     end if;
     insert into durable._sql_workflows as w (name, version_id)
     values (v_name, v_version)
