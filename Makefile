@@ -44,11 +44,22 @@ test: bootstrap
 client:
 	$(PY) -m pip install ./client
 
-# target: lint - sqlfluff on the SQL sources, ruff on all Python
-lint:
+# The public wrappers that resolve a workflow name through the caller's search_path have
+# no SET clause on purpose (they hold only schema-qualified calls), and run_worker is a
+# procedure that commits, which a SET clause would forbid.
+PGSPOT_FLAGS = --ignore-lang plpython3u \
+	--proc-without-search-path 'durable.start(workflow text,input jsonb,start_at timestamptz,idempotency_key text,queue text,priority integer)' \
+	--proc-without-search-path 'durable.register_workflow(workflow text,retry jsonb,max_attempts integer,timeout interval)' \
+	--proc-without-search-path 'durable.run_worker(queue text,max_runtime interval,drain boolean)' \
+	--proc-without-search-path 'durable.schedule(name text,cron text,workflow text,input jsonb,timezone text,overlap text,catch_up text,enabled boolean)' \
+	--proc-without-search-path 'durable.define_workflow(name text,definition jsonb,retry jsonb,timeout interval)'
+
+# target: lint - sqlfluff on the SQL sources, ruff on all Python, pgspot on the install script
+lint: $(DATA_built)
 	$(PY) -m sqlfluff lint sql/src
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	pgspot $(PGSPOT_FLAGS) $(DATA_built)
 
 # target: format - apply ruff format and the sqlfluff fixes
 format:

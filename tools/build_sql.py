@@ -110,6 +110,10 @@ def build() -> str:
         "",
         '\\echo Use "CREATE EXTENSION durable CASCADE" to load this file. \\quit',
         "",
+        "-- Everything below resolves names in pg_catalog first and never in a schema",
+        "-- that other roles can create objects in.",
+        "set local search_path = pg_catalog, pg_temp;",
+        "",
     ]
     for path in sorted((ROOT / "sql" / "src").glob("*.sql")):
         parts.append(f"-- {path.relative_to(ROOT).as_posix()}")

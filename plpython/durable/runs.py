@@ -22,6 +22,7 @@ __all__ = [
     "finish",
     "has_compensations",
     "load_checkpoints",
+    "may_resume",
     "pin_version",
     "reclaim_orphans",
     "record_attempt",
@@ -254,6 +255,18 @@ def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) 
     )
 
 
+def may_resume(db: Database, workflow: str) -> bool:
+    """True unless the workflow is a function the worker's role may not execute."""
+    return bool(
+        db.one(
+            "select coalesce(pg_catalog.has_function_privilege("
+            "pg_catalog.to_regproc($1), 'execute'), true) as allowed",
+            ["text"],
+            [workflow],
+        )["allowed"]
+    )
+
+
 def run_flags(db: Database, run_id: str) -> dict[str, Any]:
     """The flags another session may have set on a running run (cancel, deadline).
 
@@ -302,7 +315,8 @@ def start_child(
 ) -> str:
     """Start a child run of ``parent_id`` (owned by the same role)."""
     row = db.one(
-        "select durable._start($1, $2, $3, $4, $5, $6, $7) as id",
+        "select durable._start($1, $2, $3, $4, $5, $6, $7,"
+        " pg_catalog.current_schemas(true)) as id",
         ["text", "jsonb", "timestamptz", "text", "text", "integer", "uuid"],
         [
             workflow,

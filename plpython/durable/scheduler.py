@@ -110,8 +110,8 @@ def fire_due(db: Database, cache: dict, settings: dict[str, str]) -> float | Non
             outcome, run_id = "skipped", None
             if not (row["overlap"] == "skip" and unfinished):
                 run_id = db.one(
-                    "select durable._start($1, $2::jsonb, null, $3, 'default', 0, null)"
-                    " as id",
+                    "select durable._start($1, $2::jsonb, null, $3, 'default', 0, null,"
+                    " pg_catalog.current_schemas(true)) as id",
                     ["text", "text", "text"],
                     [row["workflow"], row["input"], slot_key(row["name"], slot)],
                 )["id"]

@@ -83,6 +83,10 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
         runs.finish(db, run, "cancelled", None, run["error"] or _cancelled())
         db.commit()
         return
+    if run["resumed"] and not runs.may_resume(db, run["workflow"]):
+        runs.finish(db, run, "failed", None, _not_permitted(run["workflow"]))
+        db.commit()
+        return
     checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
     deadline = None
     if options["timeout"]:
@@ -150,6 +154,14 @@ def _end(wf: WorkflowContext, run: dict[str, Any], status: str, error: dict) -> 
     wf.compensate()
     runs.finish(wf._db, run, status, None, error)
     wf._db.commit()
+
+
+def _not_permitted(workflow: str) -> dict[str, Any]:
+    return {
+        "sqlstate": "42501",
+        "message": f'permission denied to resume workflow "{workflow}"',
+        "hint": "The run's owner lost EXECUTE on the workflow function.",
+    }
 
 
 def _cancelled() -> dict[str, Any]:

@@ -172,7 +172,8 @@ def graph_json(plpy: Any, workflow: str) -> str:
     """The Mermaid flowchart of a SQL workflow's current definition."""
     rows = plpy.execute(
         plpy.prepare(
-            "select w.name, v.source from durable._find_sql_workflow($1) as w"
+            "select w.name, v.source from durable._find_sql_workflow($1,"
+            " pg_catalog.current_schemas(true)) as w"
             " join durable._workflow_versions as v on v.id = w.version_id",
             ["text"],
         ),

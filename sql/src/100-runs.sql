@@ -1,28 +1,56 @@
 -- Starting runs and reading their outcome: start, status, result, wait.
 --
 -- These functions are plain PL/pgSQL: starting a run is on the application's hot path
--- and needs no Python. durable.start() has no SET search_path clause on purpose: an
--- unqualified workflow name resolves through the caller's search_path (regproc rules),
--- so every object in its body is schema-qualified instead.
+-- and needs no Python. Every function pins its search_path, except the thin public
+-- wrappers that resolve a workflow name: an unqualified name resolves through the
+-- caller's search_path, so they pass pg_catalog.current_schemas(true) down (and hold
+-- nothing but schema-qualified calls).
 
-create function durable._pin_workflow(p_workflow text, out workflow text, out version_id bigint)
+create function durable._pin_workflow(
+    p_workflow text, p_schemas name [], out workflow text, out version_id bigint
+)
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
 declare
-    v_fn pg_catalog.regproc;
+    v_fn oid;
     v_proc record;
     v_hash text;
+    v_sql durable._sql_workflows;
+    v_parts text [];
+    v_schema text;
 begin
-    v_fn := pg_catalog.to_regproc(p_workflow);
+    -- Resolve like regproc input: a qualified name in its schema, an unqualified one
+    -- through the caller's schemas in order; a SQL workflow shares the namespace.
+    begin
+        v_parts := parse_ident(p_workflow);
+    exception when invalid_parameter_value then
+        v_parts := null;
+    end;
+    if cardinality(v_parts) in (1, 2) then
+        foreach v_schema in array case
+            when cardinality(v_parts) = 2 then array[v_parts[1]]
+            else p_schemas::text []
+        end loop
+            select p.oid into v_fn
+            from pg_proc as p
+            inner join pg_namespace as n on p.pronamespace = n.oid
+            where n.nspname = v_schema and p.proname = v_parts[cardinality(v_parts)]
+            order by p.pronargs = 1 and p.proargtypes[0] = 'jsonb'::regtype desc, p.oid
+            limit 1;
+            exit when v_fn is not null;
+            select w.* into v_sql
+            from durable._sql_workflows as w
+            where w.name = format('%I.%I', v_schema, v_parts[cardinality(v_parts)]);
+            if found then
+                workflow := v_sql.name;
+                version_id := v_sql.version_id;
+                return;
+            end if;
+        end loop;
+    end if;
     if v_fn is null then
-        -- Not a function: a SQL-declared workflow of that name, or nothing.
-        select w.name, w.version_id into workflow, version_id
-        from durable._find_sql_workflow(p_workflow) as w
-        where w.name is not null;
-        if found then
-            return;
-        end if;
         raise exception using
             errcode = 'undefined_function',
             message = pg_catalog.format('workflow "%s" does not exist', p_workflow),
@@ -117,7 +145,7 @@ begin
 end
 $body$;
 
-comment on function durable._pin_workflow(text) is
+comment on function durable._pin_workflow(text, name []) is
 'Resolves a workflow name, checks it can be started, and returns its pinned version.';
 
 create function durable._start(
@@ -127,9 +155,11 @@ create function durable._start(
     p_idempotency_key text,
     p_queue text,
     p_priority integer,
-    p_parent_id uuid
+    p_parent_id uuid,
+    p_schemas name []
 ) returns uuid
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_pinned record;
@@ -148,7 +178,7 @@ begin
             hint = 'Leave queue out to use the queue "default".';
     end if;
 
-    v_pinned := durable._pin_workflow(p_workflow);
+    v_pinned := durable._pin_workflow(p_workflow, p_schemas);
     perform durable._check_payload(p_input, pg_catalog.format('input of workflow %s', v_pinned.workflow));
 
     insert into durable._runs as r (
@@ -182,7 +212,9 @@ begin
 end
 $body$;
 
-comment on function durable._start(text, jsonb, timestamptz, text, text, integer, uuid) is
+comment on function durable._start(
+    text, jsonb, timestamptz, text, text, integer, uuid, name []
+) is
 'Creates a run (the body of durable.start, with the parent run of a child workflow).';
 
 create function durable.start(
@@ -195,7 +227,10 @@ create function durable.start(
 ) returns uuid
 language sql
 as $body$
-    select durable._start(workflow, input, start_at, idempotency_key, queue, priority, null);
+    select durable._start(
+        workflow, input, start_at, idempotency_key, queue, priority, null,
+        pg_catalog.current_schemas(true)
+    );
 $body$;
 
 comment on function durable.start(text, jsonb, timestamptz, text, text, integer) is
@@ -262,6 +297,12 @@ as $body$
 declare
     v_row durable._runs;
 begin
+    if p_run is null then
+        raise exception using
+            errcode = 'null_value_not_allowed',
+            message = 'run must not be null',
+            hint = 'Pass the id returned by durable.start().';
+    end if;
     select r.* into v_row from durable._runs as r where r.id = p_run;
     if not found then
         raise exception using
@@ -277,7 +318,7 @@ comment on function durable._run_row(uuid) is
 'The row of one run, or error DU010 when it does not exist.';
 
 create function durable.status(run uuid) returns text
-language sql stable strict
+language sql stable
 set search_path = pg_catalog, pg_temp
 as $body$
     select (durable._run_row(run)).status;
@@ -287,7 +328,7 @@ comment on function durable.status(uuid) is
 'The status of a run: pending, running, sleeping, waiting, succeeded, failed or cancelled.';
 
 create function durable.result(run uuid) returns jsonb
-language plpgsql stable strict
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $body$
 declare

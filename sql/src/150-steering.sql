@@ -163,6 +163,7 @@ comment on function durable.retry(uuid) is
 create function durable.migrate_run(run uuid, to_latest boolean default true)
 returns boolean
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_row durable._runs := durable._locked_run(run);
@@ -175,7 +176,7 @@ begin
             hint = 'Migrate it while it sleeps or waits, or after it failed.';
     end if;
     if coalesce(to_latest, true) then
-        v_version := (durable._pin_workflow(v_row.workflow)).version_id;
+        v_version := (durable._pin_workflow(v_row.workflow, '{}')).version_id;
     else
         v_version := v_row.original_version_id;
     end if;
@@ -191,16 +192,18 @@ comment on function durable.migrate_run(uuid, boolean) is
 'Re-pins a run to its workflow''s current source (to_latest) or back to the source it '
 'started with; its checkpoints are replayed against that code when it resumes.';
 
-create function durable.register_workflow(
+create function durable._register_workflow(
     workflow text,
-    retry jsonb default null,
-    max_attempts integer default null,
-    timeout interval default null
+    retry jsonb,
+    max_attempts integer,
+    timeout interval,
+    p_schemas name []
 ) returns text
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_name text := (durable._pin_workflow(workflow)).workflow;
+    v_name text := (durable._pin_workflow(workflow, p_schemas)).workflow;
     v_error jsonb;
 begin
     if retry is not null then
@@ -226,7 +229,10 @@ begin
             hint = 'Leave timeout null for no limit.';
     end if;
     insert into durable._workflow_options as o (workflow, retry, max_attempts, timeout)
-    values (v_name, register_workflow.retry, register_workflow.max_attempts, register_workflow.timeout)
+    values (
+        v_name, _register_workflow.retry, _register_workflow.max_attempts,
+        _register_workflow.timeout
+    )
     on conflict on constraint workflow_options_pkey do update
         set
             retry = excluded.retry,
@@ -234,6 +240,22 @@ begin
             timeout = excluded.timeout;
     return v_name;
 end
+$body$;
+
+comment on function durable._register_workflow(text, jsonb, integer, interval, name []) is
+'The body of durable.register_workflow, with the caller''s schemas.';
+
+create function durable.register_workflow(
+    workflow text,
+    retry jsonb default null,
+    max_attempts integer default null,
+    timeout interval default null
+) returns text
+language sql
+as $body$
+    select durable._register_workflow(
+        workflow, retry, max_attempts, timeout, pg_catalog.current_schemas(true)
+    );
 $body$;
 
 comment on function durable.register_workflow(text, jsonb, integer, interval) is

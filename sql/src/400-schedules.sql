@@ -63,17 +63,19 @@ $body$;
 comment on function durable._cron_next(text, text, double precision) is
 '{"next": timestamp} of the first fire after p_after (epoch), or {"error": {...}}.';
 
-create function durable.schedule(
+create function durable._schedule(
     name text,
     cron text,
     workflow text,
-    input jsonb default '{}',
-    timezone text default 'UTC',
-    overlap text default 'skip',
-    catch_up text default 'latest',
-    enabled boolean default true
+    input jsonb,
+    timezone text,
+    overlap text,
+    catch_up text,
+    enabled boolean,
+    p_schemas name []
 ) returns text
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
 declare
@@ -81,56 +83,56 @@ declare
     v_next jsonb;
     v_existing durable._schedules;
 begin
-    if schedule.name is null or schedule.name = '' then
+    if _schedule.name is null or _schedule.name = '' then
         raise exception using
             errcode = 'invalid_parameter_value',
             message = 'schedule name must be a non-empty string',
             hint = 'Name the schedule, e.g. durable.schedule(''nightly-rollup'', ...).';
     end if;
-    if schedule.overlap is null or schedule.overlap not in ('skip', 'allow', 'queue') then
+    if _schedule.overlap is null or _schedule.overlap not in ('skip', 'allow', 'queue') then
         raise exception using
             errcode = 'invalid_parameter_value',
             message = pg_catalog.format(
                 'overlap of schedule "%s" must be skip, allow or queue, not %s',
-                schedule.name, coalesce(schedule.overlap, 'null')
+                _schedule.name, coalesce(_schedule.overlap, 'null')
             ),
             hint = 'skip: no new run while the previous is unfinished; allow: always; '
             'queue: the next run starts when the previous has finished.';
     end if;
-    if schedule.catch_up is null or schedule.catch_up not in ('none', 'latest', 'all') then
+    if _schedule.catch_up is null or _schedule.catch_up not in ('none', 'latest', 'all') then
         raise exception using
             errcode = 'invalid_parameter_value',
             message = pg_catalog.format(
                 'catch_up of schedule "%s" must be none, latest or all, not %s',
-                schedule.name, coalesce(schedule.catch_up, 'null')
+                _schedule.name, coalesce(_schedule.catch_up, 'null')
             ),
             hint = 'After downtime: none skips missed slots, latest runs once for them, '
             'all runs each (bounded by the setting schedule.max_catch_up).';
     end if;
-    v_workflow := (durable._pin_workflow(schedule.workflow)).workflow;
+    v_workflow := (durable._pin_workflow(_schedule.workflow, p_schemas)).workflow;
     v_next := durable._cron_next(
-        schedule.cron,
-        coalesce(schedule.timezone, 'UTC'),
+        _schedule.cron,
+        coalesce(_schedule.timezone, 'UTC'),
         extract(epoch from pg_catalog.now())::double precision
     );
     if v_next ? 'error' then
         perform durable._raise(
             v_next -> 'error' || pg_catalog.jsonb_build_object(
                 'message',
-                pg_catalog.format('schedule "%s": %s', schedule.name, v_next #>> '{error,message}')
+                pg_catalog.format('schedule "%s": %s', _schedule.name, v_next #>> '{error,message}')
             )
         );
     end if;
 
     select s.* into v_existing
     from durable._schedules as s
-    where s.name = schedule.name and s.owner = current_user
+    where s.name = _schedule.name and s.owner = current_user
     for update;
     if found and v_existing.workflow <> v_workflow then
         raise exception using
             errcode = 'duplicate_object',
             message = pg_catalog.format(
-                'schedule "%s" already exists for workflow %s', schedule.name, v_existing.workflow
+                'schedule "%s" already exists for workflow %s', _schedule.name, v_existing.workflow
             ),
             hint = 'Call durable.unschedule() first, or choose another name.';
     end if;
@@ -139,14 +141,14 @@ begin
         name, cron, workflow, input, timezone, overlap, catch_up, enabled, next_fire_at
     )
     values (
-        schedule.name,
-        schedule.cron,
+        _schedule.name,
+        _schedule.cron,
         v_workflow,
-        coalesce(schedule.input, '{}'),
-        coalesce(schedule.timezone, 'UTC'),
-        schedule.overlap,
-        schedule.catch_up,
-        coalesce(schedule.enabled, true),
+        coalesce(_schedule.input, '{}'),
+        coalesce(_schedule.timezone, 'UTC'),
+        _schedule.overlap,
+        _schedule.catch_up,
+        coalesce(_schedule.enabled, true),
         (v_next ->> 'next')::timestamptz
     )
     on conflict on constraint schedules_pkey do update
@@ -166,8 +168,31 @@ begin
                 else excluded.next_fire_at
             end,
             updated_at = pg_catalog.now();
-    return schedule.name;
+    return _schedule.name;
 end
+$body$;
+
+comment on function durable._schedule(
+    text, text, text, jsonb, text, text, text, boolean, name []
+) is
+'The body of durable.schedule, with the caller''s schemas.';
+
+create function durable.schedule(
+    name text,
+    cron text,
+    workflow text,
+    input jsonb default '{}',
+    timezone text default 'UTC',
+    overlap text default 'skip',
+    catch_up text default 'latest',
+    enabled boolean default true
+) returns text
+language sql
+as $body$
+    select durable._schedule(
+        name, cron, workflow, input, timezone, overlap, catch_up, enabled,
+        pg_catalog.current_schemas(true)
+    );
 $body$;
 
 comment on function durable.schedule(text, text, text, jsonb, text, text, text, boolean) is
@@ -179,6 +204,12 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 begin
+    if unschedule.name is null then
+        raise exception using
+            errcode = 'null_value_not_allowed',
+            message = 'schedule name must not be null',
+            hint = 'Pass the name given to durable.schedule().';
+    end if;
     delete from durable._schedules as s
     where s.name = unschedule.name and s.owner = current_user;
     if not found then
@@ -237,6 +268,7 @@ create function durable.install_workers(
     role name default current_user
 ) returns integer
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_command text;
@@ -331,6 +363,7 @@ create function durable.uninstall_workers(
     role name default null
 ) returns integer
 language sql
+set search_path = pg_catalog, pg_temp
 as $body$
     select durable._remove_worker_jobs(
         pg_catalog.format('durable-worker:%s:', pg_catalog.current_database())

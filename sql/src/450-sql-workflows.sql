@@ -29,8 +29,9 @@ $body$;
 comment on function durable._check_definition(text, jsonb) is
 'Validates a workflow definition: {"definition": canonical form} or {"error": {...}}.';
 
-create function durable._sql_workflow_name(p_name text) returns text
+create function durable._sql_workflow_name(p_name text, p_schema text) returns text
 language plpgsql stable
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_parts text [];
@@ -47,7 +48,7 @@ begin
             hint = 'Name a workflow schema.name, like a function.';
     end if;
     if pg_catalog.cardinality(v_parts) = 1 then
-        v_parts := array[pg_catalog.current_schema(), v_parts[1]];
+        v_parts := array[p_schema, v_parts[1]];
     end if;
     if v_parts[1] is null or pg_catalog.to_regnamespace(pg_catalog.quote_ident(v_parts[1])) is null then
         raise exception using
@@ -59,11 +60,13 @@ begin
 end
 $body$;
 
-comment on function durable._sql_workflow_name(text) is
+comment on function durable._sql_workflow_name(text, text) is
 'The qualified name (schema.name) a SQL workflow is defined under; resolves search_path.';
 
-create function durable._find_sql_workflow(p_name text) returns durable._sql_workflows
+create function durable._find_sql_workflow(p_name text, p_schemas name [])
+returns durable._sql_workflows
 language plpgsql stable
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_parts text [];
@@ -84,7 +87,7 @@ begin
     if pg_catalog.cardinality(v_parts) <> 1 then
         return null;
     end if;
-    foreach v_schema in array pg_catalog.current_schemas(false) loop
+    foreach v_schema in array p_schemas::text [] loop
         select w.* into v_row
         from durable._sql_workflows as w
         where w.name = pg_catalog.format('%I.%I', v_schema, v_parts[1]);
@@ -96,16 +99,18 @@ begin
 end
 $body$;
 
-comment on function durable._find_sql_workflow(text) is
+comment on function durable._find_sql_workflow(text, name []) is
 'The SQL workflow a name refers to (qualified, or through search_path), or null.';
 
-create function durable.define_workflow(
+create function durable._define_workflow(
     name text,
     definition jsonb,
-    retry jsonb default null,
-    timeout interval default null
+    retry jsonb,
+    timeout interval,
+    p_schema text
 ) returns text
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
 declare
@@ -115,13 +120,13 @@ declare
     v_hash text;
     v_version bigint;
 begin
-    if define_workflow.name is null or define_workflow.definition is null then
+    if _define_workflow.name is null or _define_workflow.definition is null then
         raise exception using
             errcode = 'null_value_not_allowed',
             message = 'define_workflow needs a name and a definition',
             hint = 'durable.define_workflow(''app.job'', ''{"steps": [...]}'')';
     end if;
-    v_name := durable._sql_workflow_name(define_workflow.name);
+    v_name := durable._sql_workflow_name(_define_workflow.name, p_schema);
     if pg_catalog.to_regproc(v_name) is not null then
         raise exception using
             errcode = 'duplicate_function',
@@ -131,7 +136,7 @@ begin
             ),
             hint = 'Choose another name, or drop the function.';
     end if;
-    v_checked := durable._check_definition(v_name, define_workflow.definition);
+    v_checked := durable._check_definition(v_name, _define_workflow.definition);
     if v_checked ? 'error' then
         perform durable._raise(v_checked -> 'error');
     end if;
@@ -150,9 +155,27 @@ begin
     values (v_name, v_version)
     on conflict on constraint sql_workflows_pkey do update
         set version_id = excluded.version_id, updated_at = pg_catalog.now();
-    perform durable.register_workflow(v_name, define_workflow.retry, null, define_workflow.timeout);
+    perform durable._register_workflow(
+        v_name, _define_workflow.retry, null, _define_workflow.timeout, '{}'
+    );
     return v_name;
 end
+$body$;
+
+comment on function durable._define_workflow(text, jsonb, jsonb, interval, text) is
+'The body of durable.define_workflow, with the caller''s current schema.';
+
+create function durable.define_workflow(
+    name text,
+    definition jsonb,
+    retry jsonb default null,
+    timeout interval default null
+) returns text
+language sql
+as $body$
+    select durable._define_workflow(
+        name, definition, retry, timeout, pg_catalog.current_schema()
+    );
 $body$;
 
 comment on function durable.define_workflow(text, jsonb, jsonb, interval) is
@@ -171,6 +194,7 @@ comment on function durable.graph(text) is
 
 create function durable.explain(run uuid) returns text
 language plpython3u
+set search_path = pg_catalog, pg_temp
 as $body$
 engine = GD[plpy.execute("select durable._load() as key")[0]["key"]]
 return engine.workflows.explain_json(plpy, run)

@@ -2,6 +2,7 @@
 
 create function durable.start_on_trigger() returns trigger
 language plpgsql
+set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_key text;
