@@ -338,3 +338,20 @@ def test_nulls_are_clear_errors(conn, sql):
 
 def test_invalid_uuid_is_a_clear_error(conn):
     assert sqlstate_of(conn, "select durable.status('not-a-uuid')") == "22P02"
+
+
+def test_registering_a_function_one_cannot_execute_is_refused(conn, as_role):
+    conn.execute(
+        """
+        create or replace function app.admin_only(input jsonb) returns jsonb
+        language plpython3u as $$ return {} $$;
+        revoke execute on function app.admin_only(jsonb) from public;
+        """
+    )
+    bob = as_role("bob")
+    for sql in (
+        "select durable.register_workflow('app.admin_only', max_attempts => 2)",
+        "select durable.schedule('b', '* * * * *', 'app.admin_only')",
+        "select durable.start('app.admin_only')",
+    ):
+        assert sqlstate_of(bob, sql) == "42501", sql
