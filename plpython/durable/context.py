@@ -298,12 +298,7 @@ class WorkflowContext:
         seq, recorded = self._position("sleep")
         if recorded is not None and recorded["status"] == "succeeded":
             return
-        if recorded is not None:
-            until = recorded["output"]["until"]
-        else:
-            self._boundary()
-            until = until_from(time.time())
-            self._save(seq, "sleep", "sleep", "waiting", {"until": until})
+        until = self._deadline(seq, "sleep", "sleep", recorded, until_from)
         if time.time() >= until:
             self._save(seq, "sleep", "sleep", "succeeded", {"until": until})
             return
@@ -318,14 +313,9 @@ class WorkflowContext:
         seq, recorded = self._position(name)
         if recorded is not None and recorded["status"] == "succeeded":
             return recorded["output"].get("payload")
-        if recorded is not None:
-            until = recorded["output"]["until"]
-        else:
-            self._boundary()
-            until = None
-            if timeout is not None:
-                until = time.time() + parse_duration(timeout, "signal timeout")
-            self._save(seq, name, "signal", "waiting", {"until": until})
+        until = self._deadline(
+            seq, name, "signal", recorded, _after(timeout, "signal timeout")
+        )
         found, payload = runs.consume_signal(self._db, self.run_id, name, seq)
         if found:
             self._save(seq, name, "signal", "succeeded", {"payload": payload})
@@ -401,14 +391,9 @@ class WorkflowContext:
         seq, recorded = self._position(name)
         if recorded is not None and recorded["status"] != "waiting":
             return self._replayed(name, recorded)
-        if recorded is not None:
-            until = recorded["output"]["until"]
-        else:
-            self._boundary()
-            until = None
-            if timeout is not None:
-                until = time.time() + parse_duration(timeout, "wait timeout")
-            self._save(seq, name, "wait_children", "waiting", {"until": until})
+        until = self._deadline(
+            seq, name, "wait_children", recorded, _after(timeout, "wait timeout")
+        )
         states = runs.children_state(self._db, ids)
         finished = [i for i in ids if states.get(i, {}).get("status") in FINISHED]
         if mode == "any" and finished:
@@ -547,6 +532,22 @@ class WorkflowContext:
                 )
             )
 
+    def _deadline(
+        self,
+        seq: int,
+        name: str,
+        kind: str,
+        recorded: dict | None,
+        until_from: Callable[[float], float | None],
+    ) -> float | None:
+        """When a wait ends: as recorded, or fixed (and checkpointed) on first reach."""
+        if recorded is not None:
+            return recorded["output"]["until"]
+        self._boundary()
+        until = until_from(time.time())
+        self._save(seq, name, kind, "waiting", {"until": until})
+        return until
+
     def _suspend(self, status: str, until: float | None, waiting_for: str | None):
         """Park the run, unless it was cancelled or ran out of time meanwhile."""
         self._boundary()
@@ -610,6 +611,12 @@ def _check_name(name: Any, what: str) -> None:
             sqlstate=INVALID_PARAMETER,
             hint=f'Name every {what}: wf.step("reserve", ...).',
         )
+
+
+def _after(timeout: Any, what: str) -> Callable[[float], float | None]:
+    """The deadline of a wait with an optional timeout, from the moment it starts."""
+    seconds = None if timeout is None else parse_duration(timeout, what)
+    return lambda now: None if seconds is None else now + seconds
 
 
 def _call(call: Any) -> tuple[str, Any]:

@@ -290,8 +290,9 @@ $body$;
 comment on function durable._raise(jsonb) is
 'Raises the error described by a JSON document {sqlstate, message, detail, hint}.';
 
-create function durable._run_row(p_run uuid) returns durable._runs
-language plpgsql stable
+create function durable._run_row(p_run uuid, p_lock boolean default false)
+returns durable._runs
+language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -303,7 +304,12 @@ begin
             message = 'run must not be null',
             hint = 'Pass the id returned by durable.start().';
     end if;
-    select r.* into v_row from durable._runs as r where r.id = p_run;
+    if p_lock then
+        -- The row lock orders this call against a worker moving the run on.
+        select r.* into v_row from durable._runs as r where r.id = p_run for no key update;
+    else
+        select r.* into v_row from durable._runs as r where r.id = p_run;
+    end if;
     if not found then
         raise exception using
             errcode = 'DU010',
@@ -314,8 +320,8 @@ begin
 end
 $body$;
 
-comment on function durable._run_row(uuid) is
-'The row of one run, or error DU010 when it does not exist.';
+comment on function durable._run_row(uuid, boolean) is
+'The row of one run (locked when p_lock), or error DU010 when it does not exist.';
 
 create function durable.status(run uuid) returns text
 language sql stable

@@ -1,40 +1,12 @@
 -- Steering runs: signal, cancel, retry, migrate_run, and per-workflow options.
 
-create function durable._locked_run(p_run uuid) returns durable._runs
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $body$
-declare
-    v_row durable._runs;
-begin
-    if p_run is null then
-        raise exception using
-            errcode = 'null_value_not_allowed',
-            message = 'run must not be null',
-            hint = 'Pass the id returned by durable.start().';
-    end if;
-    -- The row lock orders this call against a worker moving the run to another state.
-    select r.* into v_row from durable._runs as r where r.id = p_run for no key update;
-    if not found then
-        raise exception using
-            errcode = 'DU010',
-            message = pg_catalog.format('run %s not found', p_run),
-            hint = 'Runs are deleted by durable.purge() once finished and old enough.';
-    end if;
-    return v_row;
-end
-$body$;
-
-comment on function durable._locked_run(uuid) is
-'Locks the row of one run and returns it, or error DU010 when it does not exist.';
-
 create function durable.signal(run uuid, name text, payload jsonb default null)
 returns boolean
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_row durable._runs := durable._locked_run(run);
+    v_row durable._runs := durable._run_row(run, true);
 begin
     if signal.name is null or signal.name = '' then
         raise exception using
@@ -76,7 +48,7 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_row durable._runs := durable._locked_run(run);
+    v_row durable._runs := durable._run_row(run, true);
     v_error jsonb;
     v_tree uuid [];
 begin
@@ -126,7 +98,7 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_row durable._runs := durable._locked_run(run);
+    v_row durable._runs := durable._run_row(run, true);
 begin
     if v_row.status not in ('failed', 'cancelled') then
         return false;
@@ -166,7 +138,7 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_row durable._runs := durable._locked_run(run);
+    v_row durable._runs := durable._run_row(run, true);
     v_version bigint;
 begin
     if v_row.status = 'running' then
