@@ -298,7 +298,7 @@ class WorkflowContext:
         seq, recorded = self._position("sleep")
         if recorded is not None and recorded["status"] == "succeeded":
             return
-        until = self._deadline(seq, "sleep", "sleep", recorded, until_from)
+        until = self._wait_until(seq, "sleep", "sleep", recorded, until_from)
         if time.time() >= until:
             self._save(seq, "sleep", "sleep", "succeeded", {"until": until})
             return
@@ -313,7 +313,7 @@ class WorkflowContext:
         seq, recorded = self._position(name)
         if recorded is not None and recorded["status"] == "succeeded":
             return recorded["output"].get("payload")
-        until = self._deadline(
+        until = self._wait_until(
             seq, name, "signal", recorded, _after(timeout, "signal timeout")
         )
         found, payload = runs.consume_signal(self._db, self.run_id, name, seq)
@@ -391,7 +391,7 @@ class WorkflowContext:
         seq, recorded = self._position(name)
         if recorded is not None and recorded["status"] != "waiting":
             return self._replayed(name, recorded)
-        until = self._deadline(
+        until = self._wait_until(
             seq, name, "wait_children", recorded, _after(timeout, "wait timeout")
         )
         states = runs.children_state(self._db, ids)
@@ -532,7 +532,7 @@ class WorkflowContext:
                 )
             )
 
-    def _deadline(
+    def _wait_until(
         self,
         seq: int,
         name: str,
