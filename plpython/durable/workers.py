@@ -109,9 +109,9 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
             runs.wake_if_ready(db, run["id"], suspend.waiting_for)
             db.commit()
     except RunCancelled:
-        _end(wf, run, "cancelled", run["error"] or _cancelled())
+        _end(db, wf, run, "cancelled", run["error"] or _cancelled())
     except RunAborted as aborted:
-        _end(wf, run, "failed", error_info(aborted.error))
+        _end(db, wf, run, "failed", error_info(aborted.error))
     except Exception as exc:
         _failed(state, wf, run, options, exc)
     else:
@@ -133,7 +133,7 @@ def _failed(
     if error.get("sqlstate") == QUERY_CANCELED:
         flags = runs.run_flags(db, run["id"])
         if flags["cancel_requested"]:
-            _end(wf, run, "cancelled", _cancelled())
+            _end(db, wf, run, "cancelled", _cancelled())
             return
     policy = RetryPolicy.from_options(
         state.retry_defaults,
@@ -145,15 +145,17 @@ def _failed(
         runs.schedule_retry(db, run, wake_at, error.get("seq", 0))
         db.commit()
         return
-    _end(wf, run, "failed", error)
+    _end(db, wf, run, "failed", error)
 
 
-def _end(wf: WorkflowContext, run: dict[str, Any], status: str, error: dict) -> None:
+def _end(
+    db: Database, wf: WorkflowContext, run: dict[str, Any], status: str, error: dict
+) -> None:
     """Finish a run that failed or was cancelled, after its compensations."""
-    wf._db.rollback()
+    db.rollback()
     wf.compensate()
-    runs.finish(wf._db, run, status, None, error)
-    wf._db.commit()
+    runs.finish(db, run, status, None, error)
+    db.commit()
 
 
 def _not_permitted(workflow: str) -> dict[str, Any]:
