@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from durablectl import top
 from durablectl.output import describe_error, render_fields, render_table
 from durablectl.worker import UsageError, WorkerPool
 
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("show", show, "Show a run and its steps.")
     sub.add_argument("run", type=run_id)
+
+    top.add_arguments(command("top", top.run, top.DESCRIPTION))
     return parser
 
 

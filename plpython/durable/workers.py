@@ -171,11 +171,19 @@ def _cancelled() -> dict[str, Any]:
 
 
 def housekeeping(state: WorkerState) -> None:
-    """Reclaim runs of dead workers and interrupt steps past their timeout."""
+    """Reclaim runs of dead workers, interrupt steps past their timeout, and purge
+    one batch of finished runs older than the retention (each in a short
+    transaction)."""
     db = state.db
     reclaimed = runs.reclaim_orphans(db)
     if reclaimed:
         db.log(f"durable worker: reclaimed {reclaimed} run(s) of ended workers")
+    db.execute(
+        "select durable._purge_batch($1::interval, $2::integer)",
+        ["text", "text"],
+        [state.settings["retention"], state.settings["retention.batch_size"]],
+    )
+    db.commit()
     db.execute(
         "select case when w.step_deadline < pg_catalog.clock_timestamp()"
         " - make_interval(secs => $1)"
