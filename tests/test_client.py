@@ -259,7 +259,7 @@ def test_show_a_run_and_its_steps(cli, conn):
     run = start(conn, "cli.add", {"a": 20, "b": 22})
     code, out, _ = cli("show", run)
     assert code == 0
-    assert out.endswith("\n\n(no steps)\n")
+    assert "\n\n(no steps)\n\nflowchart TD\n" in out
     drain(conn)
     code, out, err = cli("show", run)
     assert (code, err) == (0, "")
@@ -289,6 +289,10 @@ def test_show_a_run_and_its_steps(cli, conn):
         ["1", "add", "python", "succeeded", "1"],
         ["2", "record", "sql", "succeeded", "1"],
     ]
+    diagram = out.split("\n\n")[2]
+    assert diagram.startswith("flowchart TD\n")
+    assert "s1 --> s2" in diagram
+    assert 'finish(["succeeded"])' in diagram
 
 
 def test_show_a_failed_run(cli, conn):

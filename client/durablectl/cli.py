@@ -155,7 +155,7 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    """Print the fields of a run, then its steps as a table."""
+    """Print the fields of a run, its steps as a table, and its Mermaid diagram."""
     with connect(args) as conn:
         conn.execute("select durable.status(%s)", [args.run])  # DU010 when unknown
         run = (
@@ -177,10 +177,13 @@ def show(args: argparse.Namespace) -> int:
         )
         headers = [column.name for column in steps.description]
         step_rows = steps.fetchall()
+        diagram = conn.execute("select durable.explain(%s)", [args.run]).fetchone()[0]
     error = run.pop("error")
     print(render_fields([*run.items(), *error_fields(error)]))
     print()
     print(render_table(headers, step_rows) if step_rows else "(no steps)")
+    print()
+    print(diagram, end="")
     return 0
 
 

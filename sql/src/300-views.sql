@@ -22,10 +22,17 @@ select
     r.worker_id,
     r.finished_at - r.started_at as duration,
     (
-        select count(*)
+        select pg_catalog.count(*)
         from durable._steps as s
         where s.run_id = r.id
-    ) as steps
+    ) as steps,
+    (
+        select s.name
+        from durable._steps as s
+        where s.run_id = r.id and s.seq > 0
+        order by s.seq desc
+        limit 1
+    ) as current_step
 from durable._runs as r;
 
 comment on view durable.runs is
