@@ -55,3 +55,22 @@ from durable._steps as s;
 
 comment on view durable.steps is
 'Checkpointed steps of every run, in execution order (seq), with output or error.';
+
+create view durable.workflow_versions with (security_invoker = true) as
+select
+    v.id,
+    v.workflow,
+    v.kind,
+    v.source_hash,
+    v.source,
+    v.owner,
+    v.created_at,
+    (
+        select pg_catalog.count(*)
+        from durable._runs as r
+        where r.version_id = v.id and r.finished_at is null
+    ) as unfinished_runs
+from durable._workflow_versions as v;
+
+comment on view durable.workflow_versions is
+'Every distinct source (Python) or definition (SQL) a run was started with, by sha256.';
