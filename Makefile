@@ -24,7 +24,7 @@ ENGINE_SOURCES = $(shell find plpython/durable -name '*.py' | sort)
 $(DATA_built): $(EXTENSION).control tools/build_sql.py $(sort $(wildcard sql/src/*.sql)) $(ENGINE_SOURCES)
 	$(PY) tools/build_sql.py --out $@
 
-.PHONY: bootstrap demo test lint format client
+.PHONY: bootstrap demo test chaos lint format client
 
 # target: bootstrap - install the PostgreSQL packages and Python tools that are missing
 bootstrap:
@@ -39,6 +39,11 @@ demo: bootstrap
 test: bootstrap
 	$(MAKE) install
 	$(PY) -m pytest
+
+# target: chaos - the long fault tests too (2000 runs, 50 kill -9), after make test's set-up
+chaos: bootstrap
+	$(MAKE) install
+	DURABLE_CHAOS=1 $(PY) -m pytest tests/test_chaos.py tests/test_crash.py
 
 # target: client - pip install the durablectl command line client
 client:

@@ -211,4 +211,8 @@ select pg_catalog.pg_extension_config_dump('durable._steps', '');
 select pg_catalog.pg_extension_config_dump('durable._workflow_versions', '');
 select pg_catalog.pg_extension_config_dump('durable._step_attempts', '');
 select pg_catalog.pg_extension_config_dump('durable._signals', '');
+-- pg_dump keeps the rows of these tables; their identity sequences must follow, or a
+-- restored database would hand out ids that already exist.
+select pg_catalog.pg_extension_config_dump('durable._signals_id_seq', '');
+select pg_catalog.pg_extension_config_dump('durable._workflow_versions_id_seq', '');
 select pg_catalog.pg_extension_config_dump('durable._workflow_options', '');
