@@ -7,6 +7,7 @@ worker loop decides when to commit.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,10 +37,15 @@ __all__ = [
 ]
 
 # Advisory lock (WORKER_LOCK_CLASS, worker id) is held by each live worker.
+# Worker-side timestamps are the clock's: inside the worker's CALL, now() is the start
+# of the current transaction (which begins right after the previous commit, before an
+# idle pause) and statement_timestamp() the start of the whole CALL. The claim takes
+# the time as a parameter ($3), so that the index can still use it.
 WORKER_LOCK_CLASS = 1146442306
 
 READY = (
-    "r.status in ('pending', 'sleeping', 'waiting') and r.wake_at <= pg_catalog.now()"
+    "r.status in ('pending', 'sleeping', 'waiting')"
+    " and r.wake_at <= pg_catalog.to_timestamp($3)"
 )
 
 CLAIM = """
@@ -55,7 +61,7 @@ update durable._runs as r
 set status = 'running',
     worker_id = $1,
     waiting_for = null,
-    started_at = coalesce(r.started_at, pg_catalog.now())
+    started_at = coalesce(r.started_at, pg_catalog.clock_timestamp())
 from next_run
 where r.id = next_run.id
 returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
@@ -64,7 +70,7 @@ returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
 """
 
 CLAIM_ANY_QUEUE = CLAIM.format(ready=READY, queue_filter="")
-CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $3")
+CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $4")
 
 # A worker is alive while it holds its advisory lock in this database.
 WORKER_ALIVE = f"""
@@ -84,11 +90,12 @@ def claim(
     db: Database, worker_id: int, role: str, queue: str | None
 ) -> dict[str, Any] | None:
     """Mark the best ready run of ``role`` as running on this worker (or None)."""
+    types = ["integer", "name", "double precision"]
     if queue is None:
-        row = db.one(CLAIM_ANY_QUEUE, ["integer", "name"], [worker_id, role])
+        row = db.one(CLAIM_ANY_QUEUE, types, [worker_id, role, time.time()])
     else:
         row = db.one(
-            CLAIM_ONE_QUEUE, ["integer", "name", "text"], [worker_id, role, queue]
+            CLAIM_ONE_QUEUE, [*types, "text"], [worker_id, role, time.time(), queue]
         )
     if row is None:
         return None
@@ -205,7 +212,7 @@ def wake_if_ready(db: Database, run_id: str, waiting_for: str) -> None:
             " and c.id = any(string_to_array(substr(r.waiting_for, 10), ',')::uuid[]))"
         )
     db.execute(
-        "update durable._runs as r set wake_at = pg_catalog.now()"
+        "update durable._runs as r set wake_at = pg_catalog.clock_timestamp()"
         f" where r.id = $1 and r.status = 'waiting' and {condition}",
         ["uuid"],
         [run_id],
@@ -232,7 +239,7 @@ def finish(
         # waits for this commit and sees the child finished when it looks again.
         db.execute(
             "update durable._runs set wake_at = case when status = 'waiting'"
-            " then pg_catalog.now() else wake_at end where id = $1",
+            " then pg_catalog.clock_timestamp() else wake_at end where id = $1",
             ["uuid"],
             [run["parent_id"]],
         )
@@ -376,7 +383,8 @@ def reclaim_orphans(db: Database) -> int:
     """
     rows = db.execute(
         "update durable._runs as r set status = 'pending', worker_id = null,"
-        " wake_at = pg_catalog.now(), interruptions = r.interruptions + 1"
+        " wake_at = pg_catalog.clock_timestamp(),"
+        " interruptions = r.interruptions + 1"
         " where r.status = 'running' and not "
         + WORKER_ALIVE.format(worker="r.worker_id")
         + " returning r.id"
@@ -391,7 +399,8 @@ def reclaim_orphans(db: Database) -> int:
 def release_worker_runs(db: Database, worker_id: int) -> int:
     """Put the runs a worker still holds back in line; returns how many."""
     rows = db.execute(
-        "update durable._runs set worker_id = null, wake_at = pg_catalog.now(),"
+        "update durable._runs set worker_id = null,"
+        " wake_at = pg_catalog.clock_timestamp(),"
         " status = 'pending', interruptions = interruptions + 1"
         " where worker_id = $1 and status = 'running' returning id",
         ["integer"],

@@ -23,10 +23,12 @@ UNFINISHED = ("pending", "running", "sleeping", "waiting")
 DUE = """
 select s.name, s.cron, s.workflow, s.input::text as input, s.timezone, s.overlap,
     s.catch_up, extract(epoch from s.next_fire_at)::float8 as next_fire_at,
-    extract(epoch from pg_catalog.now())::float8 as now, r.status as last_status
+    extract(epoch from pg_catalog.clock_timestamp())::float8 as now,
+    r.status as last_status
 from durable._schedules as s
 left join durable._runs as r on r.id = s.last_run
-where s.enabled and s.owner = session_user and s.next_fire_at <= pg_catalog.now()
+where s.enabled and s.owner = session_user
+    and s.next_fire_at <= pg_catalog.clock_timestamp()
 order by s.next_fire_at
 limit 20
 for update of s skip locked

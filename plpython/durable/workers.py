@@ -271,7 +271,8 @@ def _restore_role(db: Database, role: str) -> None:
 
 def _heartbeat(db: Database, worker_id: int) -> None:
     db.execute(
-        "update durable._workers set heartbeat_at = pg_catalog.now() where id = $1",
+        "update durable._workers set heartbeat_at = pg_catalog.clock_timestamp()"
+        " where id = $1",
         ["integer"],
         [worker_id],
     )
