@@ -24,7 +24,7 @@ ENGINE_SOURCES = $(shell find plpython/durable -name '*.py' | sort)
 $(DATA_built): $(EXTENSION).control tools/build_sql.py $(sort $(wildcard sql/src/*.sql)) $(ENGINE_SOURCES)
 	$(PY) tools/build_sql.py --out $@
 
-.PHONY: bootstrap demo test chaos lint format client
+.PHONY: bootstrap demo test chaos bench bench-quick lint format client
 
 # target: bootstrap - install the PostgreSQL packages and Python tools that are missing
 bootstrap:
@@ -44,6 +44,16 @@ test: bootstrap
 chaos: bootstrap
 	$(MAKE) install
 	DURABLE_CHAOS=1 $(PY) -m pytest tests/test_chaos.py tests/test_crash.py
+
+# target: bench - the full benchmark (about 15 minutes): durable beside a plain floor and DBOS
+bench: bootstrap
+	$(MAKE) install
+	$(PY) bench/run.py
+
+# target: bench-quick - the same figures on smaller sizes (under 2 minutes)
+bench-quick: bootstrap
+	$(MAKE) install
+	$(PY) bench/run.py --quick
 
 # target: client - pip install the durablectl command line client
 client:
