@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from durablectl import top
+from durablectl.argtypes import positive_int, seconds
 from durablectl.output import describe_error, render_fields, render_table
 from durablectl.worker import UsageError, WorkerPool
 
@@ -46,28 +47,6 @@ def run_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a run id (a UUID): {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """argparse type: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return value
 
 
 def connect(args: argparse.Namespace) -> psycopg.Connection:

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import psycopg
 
+from durablectl.argtypes import positive_int, seconds
 from durablectl.output import render_table
 
 DESCRIPTION = "Show queues, workers and recent failures, refreshed every second."
@@ -52,28 +53,6 @@ limit %s
 """
 
 
-def non_negative_seconds(text: str) -> float:
-    """argparse type: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return value
-
-
-def positive_count(text: str) -> int:
-    """argparse type: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``durablectl top``."""
     parser.add_argument(
@@ -83,20 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=non_negative_seconds,
+        type=seconds,
         default=1.0,
         metavar="SECONDS",
         help="seconds between two frames (default: 1)",
     )
     parser.add_argument(
         "--count",
-        type=positive_count,
+        type=positive_int,
         metavar="N",
         help="exit after N frames (default: run until Ctrl-C)",
     )
     parser.add_argument(
         "--failures",
-        type=positive_count,
+        type=positive_int,
         default=10,
         metavar="N",
         help="failure groups shown, the most recent first (default: 10)",
