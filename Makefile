@@ -3,9 +3,15 @@
 
 EXTENSION = durable
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
-EXTRA_CLEAN = $(DATA_built)
+# The version in development is built into build/: its install script, and an update
+# script from each older version that has a change file sql/updates/<old>--<new>.sql.
+# Released versions' scripts are frozen, tracked copies in sql/.
+EXT_SCRIPT = build/$(EXTENSION)--$(EXTVERSION).sql
+EXT_UPDATES = $(patsubst sql/updates/%.sql,build/$(EXTENSION)--%.sql,\
+	$(wildcard sql/updates/*--$(EXTVERSION).sql))
+DATA_built = $(EXT_SCRIPT) $(EXT_UPDATES)
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+EXTRA_CLEAN = build
 
 PG_CONFIG ?= pg_config
 # PGXS sets PYTHON to the interpreter PostgreSQL was built with; the tools use PY.
@@ -20,9 +26,16 @@ endif
 
 ENGINE_SOURCES = $(shell find plpython/durable -name '*.py' | sort)
 
-# target: sql/durable--<version>.sql - the install script (SQL sources + embedded engine)
-$(DATA_built): $(EXTENSION).control tools/build_sql.py $(sort $(wildcard sql/src/*.sql)) $(ENGINE_SOURCES)
+BUILD_INPUTS = $(EXTENSION).control tools/build_sql.py $(ENGINE_SOURCES)
+
+# target: build/durable--<version>.sql - the install script (SQL sources + engine)
+$(EXT_SCRIPT): $(BUILD_INPUTS) $(sort $(wildcard sql/src/*.sql))
 	$(PY) tools/build_sql.py --out $@
+
+# target: build/durable--<old>--<version>.sql - an update script (change + engine)
+$(EXT_UPDATES): build/$(EXTENSION)--%--$(EXTVERSION).sql: \
+		sql/updates/%--$(EXTVERSION).sql $(BUILD_INPUTS)
+	$(PY) tools/build_sql.py --update-from $* --out $@
 
 .PHONY: bootstrap demo test chaos bench bench-quick lint format client
 
@@ -71,12 +84,12 @@ PGSPOT_FLAGS = --ignore-lang plpython3u \
 
 # target: lint - sqlfluff on the SQL sources, ruff on all Python, pgspot on the install script
 lint: $(DATA_built)
-	$(PY) -m sqlfluff lint sql/src
+	$(PY) -m sqlfluff lint sql/src sql/updates
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	pgspot $(PGSPOT_FLAGS) $(DATA_built)
+	pgspot $(PGSPOT_FLAGS) $(EXT_SCRIPT)
 
 # target: format - apply ruff format and the sqlfluff fixes
 format:
 	$(PY) -m ruff format .
-	$(PY) -m sqlfluff fix sql/src
+	$(PY) -m sqlfluff fix sql/src sql/updates

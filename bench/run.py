@@ -30,7 +30,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from build_sql import build, extension_version  # noqa: E402
+from build_sql import stale_scripts  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 # Above this share of the machine's CPU time used by other processes, a run is
@@ -154,13 +154,13 @@ def wait_quiet(limit: float) -> None:
 
 
 def check_installed() -> None:
-    """Stop unless the installed extension script is the one the sources build."""
+    """Stop unless the installed extension scripts are the ones the sources build."""
     sharedir = subprocess.run(
         ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    script = Path(sharedir) / "extension" / f"durable--{extension_version()}.sql"
-    if not script.exists() or script.read_text() != build():
-        raise SystemExit(f"{script} is missing or older than the sources: make install")
+    stale = stale_scripts(Path(sharedir) / "extension")
+    if stale:
+        raise SystemExit(f"{stale[0]} is missing or stale: run make install")
 
 
 def peer_python() -> Path:

@@ -15,26 +15,29 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from build_sql import build, extension_version
+from build_sql import stale_scripts
 from pgcluster import Cluster
 
 TEMPLATE = "durable_template"
 
 
-def installed_script() -> Path:
+def extension_dir() -> Path:
+    """The server's directory of extension control and script files."""
     sharedir = subprocess.run(
         ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    return Path(sharedir) / "extension" / f"durable--{extension_version()}.sql"
+    return Path(sharedir) / "extension"
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The session's throwaway cluster (removed at the end)."""
-    script = installed_script()
-    if not script.exists() or script.read_text() != build():
+    stale = stale_scripts(extension_dir())
+    if stale:
         pytest.exit(
-            f"{script} is missing or older than the sources: run `make install`", 2
+            f"{', '.join(map(str, stale))} missing or older than the sources:"
+            " run `make install`",
+            2,
         )
     server = Cluster().start()
     try:
