@@ -100,10 +100,14 @@ import pstats
 key = plpy.execute("select durable._load() as key")[0]["key"]
 profiler = cProfile.Profile()
 profiler.enable()
-error = GD[key].workers.run_worker(plpy, GD, key, None, "1 hour", True)
+state = None
+while True:  # the slices of one durable.run_worker(drain => true), in one call
+    state = GD[key].workers.run_worker(plpy, GD, key, None, "1 hour", True, state)
+    if state is None or "error" in json.loads(state):
+        break
 profiler.disable()
-if error is not None:
-    plpy.error(f"profiled worker failed: {error}")
+if state is not None:
+    plpy.error(f"profiled worker failed: {state}")
 functions = [
     {
         "function": f"{path.rsplit('/', 1)[-1]}:{line}({name})"

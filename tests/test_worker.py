@@ -264,6 +264,16 @@ def test_error_in_workflow_body_rolls_back_uncommitted_body_work(conn):
         "select count(*) from app.effects where step = 'uncommitted body write'"
     ).fetchone()[0]
     assert stray == 0
+    # The step before the error committed with its checkpoint; the body's own
+    # write after it did not.
+    first = conn.execute(
+        "select count(*) from app.effects where run_id = %s and step = 'first'", [run]
+    ).fetchone()[0]
+    assert first == 1
+    checkpoint = conn.execute(
+        "select status from durable.steps where run_id = %s and name = 'first'", [run]
+    ).fetchone()
+    assert checkpoint == ("succeeded",)
 
 
 def test_multi_statement_step_sql_is_refused(conn):
@@ -330,3 +340,44 @@ def test_worker_only_runs_runs_owned_by_its_session_user(conn):
     drain(conn)
     assert run_row(conn, run)[0] == "pending"
     conn.execute("delete from durable._runs where id = %s", [run])
+
+
+def test_worker_keeps_its_id_and_lock_across_slices(connect):
+    """A worker's CALL runs in slices of 5 seconds (each a CALL of the PL/Python
+    procedure); the worker stays one registered worker, holding its lock, and
+    executes runs started during any slice."""
+    import threading
+    import time
+
+    from conftest import wait_until
+
+    watcher = connect()
+    worker = connect()
+    thread = threading.Thread(
+        target=worker.execute,
+        args=("call durable.run_worker(max_runtime => '7 seconds')",),
+    )
+    thread.start()
+    try:
+        wait_until(lambda: worker_count(watcher) == 1)
+        first_id = watcher.execute("select id from durable._workers").fetchone()[0]
+        early = start(watcher, "app.facts")
+        wait_until(lambda: run_row(watcher, early)[0] == "succeeded")
+        time.sleep(5.5)  # not a poll: the time it takes to reach the second slice
+        late = start(watcher, "app.facts")
+        wait_until(lambda: run_row(watcher, late)[0] == "succeeded")
+        ids = watcher.execute("select array_agg(id) from durable._workers").fetchone()
+        assert ids == ([first_id],)
+        holder = watcher.execute(
+            "select count(*) from pg_locks where locktype = 'advisory'"
+            " and classid = 1146442306 and objid = %s and granted",
+            [first_id],
+        ).fetchone()[0]
+        assert holder == 1
+    finally:
+        thread.join(15)
+    assert worker_count(watcher) == 0
+
+
+def worker_count(conn) -> int:
+    return conn.execute("select count(*) from durable._workers").fetchone()[0]

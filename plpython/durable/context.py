@@ -6,6 +6,14 @@ that has a checkpoint returns its recorded outcome without doing the work again;
 name at a position must be the one recorded there, or the workflow is nondeterministic.
 New work runs in the current transaction and commits together with its checkpoint.
 
+A step's transaction commits when the workflow reaches its next durable call, or
+together with the run's suspension or end (and the worker's claim of its next run), so
+a 1-step run costs one commit. The workflow code that runs between a step and that
+commit runs in a subtransaction: if it raises, only its own work is rolled back and
+the step's work and checkpoint still commit. If the worker dies before the commit, the
+step runs again on the run's next attempt, its earlier effects gone with the
+transaction, so a step's database effects still commit exactly once.
+
 A call that has to wait (a retry back-off, a timer, a signal, children) raises
 :class:`Suspend`; the worker parks the run and moves on, and when the run resumes its
 function is executed again from the top.
@@ -13,6 +21,7 @@ function is executed again from the top.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -82,6 +91,7 @@ class WorkflowContext:
         retry_defaults: Sequence[dict | None],
         deadline: float | None,
         limits: dict[str, int],
+        policy: RetryPolicy | None = None,
     ):
         self._db = db
         self._run = run
@@ -91,7 +101,9 @@ class WorkflowContext:
         self._limits = limits
         self._seq = 0
         self._uncommitted: list[tuple] = []
-        self._policy: RetryPolicy | None = None
+        self._step_to_commit = False
+        self._after_step: Any = None  # the subtransaction of the code after a step
+        self._policy = policy
         self.compensations: list[tuple] = []
         self.run_id: str = run["id"]
         self.workflow: str = run["workflow"]
@@ -142,10 +154,13 @@ class WorkflowContext:
         finally:
             self.step_key = None
         output = decode(output_json)
-        self._save(seq, name, kind, "succeeded", output, None, attempt, started_at)
+        self._save(
+            seq, name, kind, "succeeded", output, None, attempt, started_at, output_json
+        )
         if timeout_s is not None:
             self._set_step_deadline(None)
-        self._commit()
+        self._step_to_commit = True
+        self._after_step = self._db.subtransaction()
         return output
 
     def _retry_policy(self, retry: dict | None) -> RetryPolicy:
@@ -491,7 +506,10 @@ class WorkflowContext:
     # ------------------------------------------------------------ internals
 
     def _position(self, name: str) -> tuple[int, dict | None]:
-        """Number the next durable call and check it against its checkpoint."""
+        """Commit the previous step, number the next durable call and check it
+        against its checkpoint."""
+        if self._step_to_commit:
+            self._commit()
         self._seq += 1
         if self._seq > self._limits["max_steps_per_run"]:
             raise RunAborted(
@@ -569,28 +587,55 @@ class WorkflowContext:
         error: dict | None = None,
         attempts: int = 1,
         started_at: float | None = None,
+        output_json: str | None = None,
     ) -> None:
-        """Write a checkpoint in the current transaction (and remember it locally)."""
+        """Write a checkpoint in the current transaction (and remember it locally).
+
+        ``output_json`` is the output already encoded, when the caller has it.
+        """
+        if output_json is None and output is not None:
+            output_json = json.dumps(output)
         row = (
             seq,
             name,
             kind,
             status,
             attempts,
-            output,
-            error,
+            output_json,
+            None if error is None else json.dumps(error),
             started_at or time.time(),
         )
-        runs.save_step(self._db, self.run_id, *row)
+        runs.save_step(self._db, self.run_id, *row, new=seq not in self._checkpoints)
         self._checkpoints[seq] = {
             "seq": seq, "name": name, "kind": kind, "status": status,
             "attempts": attempts, "output": output, "error": error,
         }  # fmt: skip
         self._uncommitted.append(row)
 
+    def end_of_step_code(self, keep: bool) -> None:
+        """Close the subtransaction of the workflow code that followed the last step:
+        keep its work, or roll back only that work (the step's stays)."""
+        if self._after_step is not None:
+            subtransaction, self._after_step = self._after_step, None
+            if keep:
+                subtransaction.__exit__(None, None, None)
+            else:
+                subtransaction.__exit__(RuntimeError, RuntimeError(), None)
+
+    def rollback_code_after_step(self) -> None:
+        """Roll back the uncommitted work of the workflow code; a step that
+        completed before that code commits now."""
+        if self._after_step is not None:
+            self.end_of_step_code(keep=False)
+            self._commit()
+        else:
+            self._db.rollback()
+
     def _commit(self) -> None:
+        self.end_of_step_code(keep=True)
         self._db.commit()
         self._uncommitted.clear()
+        self._step_to_commit = False
 
     def _rollback(self) -> None:
         """Roll back a failed step, keeping the checkpoints written before it.

@@ -53,6 +53,7 @@ with next_run as (
     select r.id, r.started_at is not null as resumed
     from durable._runs as r
     where r.owner = $2 and {ready} {queue_filter}
+        and current_user = $2 and session_user = $2
     order by r.priority desc, r.wake_at
     limit 1
     for update skip locked
@@ -89,7 +90,11 @@ exists (
 def claim(
     db: Database, worker_id: int, role: str, queue: str | None
 ) -> dict[str, Any] | None:
-    """Mark the best ready run of ``role`` as running on this worker (or None)."""
+    """Mark the best ready run of ``role`` as running on this worker (or None).
+
+    Finds nothing while the session is not ``role`` (a step's SET ROLE that the
+    worker has not undone yet).
+    """
     types = ["integer", "name", "double precision"]
     if queue is None:
         row = db.one(CLAIM_ANY_QUEUE, types, [worker_id, role, time.time()])
@@ -123,6 +128,22 @@ def load_checkpoints(db: Database, run_id: str) -> dict[int, dict[str, Any]]:
     return checkpoints
 
 
+SAVE_STEP = (
+    "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
+    " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
+    " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
+)
+SAVE_STEP_AGAIN = (
+    SAVE_STEP + " on conflict (run_id, seq) do update set status = excluded.status,"
+    " attempts = excluded.attempts, output = excluded.output,"
+    " error = excluded.error, finished_at = excluded.finished_at"
+)
+SAVE_STEP_TYPES = (
+    "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
+    "double precision",
+)  # fmt: skip
+
+
 def save_step(
     db: Database,
     run_id: str,
@@ -131,26 +152,21 @@ def save_step(
     kind: str,
     status: str,
     attempts: int,
-    output: Any,
-    error: dict | None,
+    output_json: str | None,
+    error_json: str | None,
     started_at: float,
+    new: bool = False,
 ) -> None:
-    """Write (or update) the checkpoint at one position of a run."""
+    """Write (or update) the checkpoint at one position of a run (JSON texts).
+
+    ``new`` says that the position has no checkpoint yet: a plain INSERT then
+    avoids the speculative insertion of ON CONFLICT.
+    """
     db.execute(
-        "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
-        " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
-        " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
-        " on conflict (run_id, seq) do update set status = excluded.status,"
-        " attempts = excluded.attempts, output = excluded.output,"
-        " error = excluded.error, finished_at = excluded.finished_at",
+        SAVE_STEP if new else SAVE_STEP_AGAIN,
+        SAVE_STEP_TYPES,
         [
-            "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
-            "double precision",
-        ],
-        [
-            run_id, seq, name, kind, status, attempts,
-            None if output is None else json.dumps(output),
-            None if error is None else json.dumps(error),
+            run_id, seq, name, kind, status, attempts, output_json, error_json,
             started_at,
         ],
     )  # fmt: skip

@@ -4,7 +4,13 @@ This is the only place that commits (the workflow context commits through the sa
 handle while the worker executes a run). A worker registers itself, takes its session
 advisory lock, then loops: housekeeping (reclaim runs of dead workers, enforce step
 timeouts) about once a second, claim a ready run, execute it, and poll with a short
-back-off when nothing is ready.
+back-off when nothing is ready. The last write of a run (its end, or its suspension)
+commits together with the claim of the next run.
+
+``durable.run_worker`` calls the PL/Python procedure in slices of a few seconds, each
+one a ``CALL`` of its own, so that the memory PL/Python keeps for the duration of a
+call is freed regularly and each slice loads the engine of the installed version. The
+worker keeps its id and advisory lock from slice to slice.
 """
 
 from __future__ import annotations
@@ -26,17 +32,20 @@ __all__ = ["execute_run", "housekeeping", "run_worker"]
 MIN_POLL = 0.002
 HEARTBEAT_EVERY = 5.0
 SCHEDULE_RECHECK = 1.0
+SLICE_SECONDS = 5.0
 QUERY_CANCELED = "57014"
 
 
 class WorkerState:
     """What one run_worker call keeps: settings, plans, compiled workflows, options."""
 
-    def __init__(self, db: Database, cache: dict, gd: dict, worker_id: int):
+    def __init__(self, db: Database, cache: dict, gd: dict, worker_id: int, key: str):
         self.db = db
         self.gd = gd
         self.compiled = cache["workflows"]
+        self.policies = cache["policies"]
         self.worker_id = worker_id
+        self.version = key.split("-", 1)[1]
         self.settings = {
             row["key"]: row["value"]
             for row in db.execute("select key, value from durable._settings")
@@ -73,26 +82,45 @@ class WorkerState:
             }
         return self.options[workflow]
 
+    def default_policy(self, workflow: str) -> RetryPolicy:
+        """The retry policy of the steps of ``workflow`` that set none of their own."""
+        options = self.workflow_options(workflow)
+        layers = (self.retry_defaults, options["retry"])
+        cache_key = (workflow, json.dumps(layers, sort_keys=True))
+        if cache_key not in self.policies:
+            self.policies[cache_key] = RetryPolicy.from_options(*layers)
+        return self.policies[cache_key]
+
 
 def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
-    """Execute one claimed run until it ends or suspends; commits after every step."""
+    """Execute one claimed run until it ends or suspends.
+
+    Steps commit as the run goes on; the run's last write (its end, or its retry or
+    suspension) is left to the caller to commit, together with its next claim.
+    """
     db = state.db
     run["worker_id"] = state.worker_id
     options = state.workflow_options(run["workflow"])
     if run["cancel_requested"] and not runs.has_compensations(db, run["id"]):
         runs.finish(db, run, "cancelled", None, run["error"] or _cancelled())
-        db.commit()
         return
     if run["resumed"] and not runs.may_resume(db, run["workflow"]):
         runs.finish(db, run, "failed", None, _not_permitted(run["workflow"]))
-        db.commit()
         return
     checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
     deadline = None
     if options["timeout"]:
         deadline = run["started_at"] + options["timeout"]
     retry_layers = [state.retry_defaults, options["retry"]]
-    wf = WorkflowContext(db, run, checkpoints, retry_layers, deadline, state.limits)
+    wf = WorkflowContext(
+        db,
+        run,
+        checkpoints,
+        retry_layers,
+        deadline,
+        state.limits,
+        state.default_policy(run["workflow"]),
+    )
     try:
         workflow = workflows.load(db, state.compiled, run["version_id"], state.gd)
         output = workflow(wf, run["input"])
@@ -101,13 +129,13 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
             encode(output, what), what, state.limits["max_payload_bytes"]
         )
     except Suspend as suspend:
+        wf.end_of_step_code(keep=True)
         runs.suspend(
             db, run["id"], suspend.status, suspend.wake_at, suspend.waiting_for
         )
         db.commit()
         if suspend.waiting_for:
             runs.wake_if_ready(db, run["id"], suspend.waiting_for)
-            db.commit()
     except RunCancelled:
         _end(db, wf, run, "cancelled", run["error"] or _cancelled())
     except RunAborted as aborted:
@@ -115,8 +143,8 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
     except Exception as exc:
         _failed(state, wf, run, options, exc)
     else:
+        wf.end_of_step_code(keep=True)
         runs.finish(db, run, "succeeded", result_json, None)
-        db.commit()
 
 
 def _failed(
@@ -128,7 +156,7 @@ def _failed(
 ) -> None:
     """The workflow raised: attempt the whole run again, or end it as failed."""
     db = state.db
-    db.rollback()
+    wf.rollback_code_after_step()
     error = error_info(exc)
     if error.get("sqlstate") == QUERY_CANCELED:
         flags = runs.run_flags(db, run["id"])
@@ -143,7 +171,6 @@ def _failed(
     if policy.retryable(error, run["attempt"]):
         wake_at = time.time() + policy.delay(run["attempt"], random.random())
         runs.schedule_retry(db, run, wake_at, error.get("seq", 0))
-        db.commit()
         return
     _end(db, wf, run, "failed", error)
 
@@ -152,10 +179,9 @@ def _end(
     db: Database, wf: WorkflowContext, run: dict[str, Any], status: str, error: dict
 ) -> None:
     """Finish a run that failed or was cancelled, after its compensations."""
-    db.rollback()
+    wf.rollback_code_after_step()
     wf.compensate()
     runs.finish(db, run, status, None, error)
-    db.commit()
 
 
 def _not_permitted(workflow: str) -> dict[str, Any]:
@@ -170,11 +196,17 @@ def _cancelled() -> dict[str, Any]:
     return {"sqlstate": RUN_CANCELLED, "message": "cancelled"}
 
 
-def housekeeping(state: WorkerState) -> None:
+def housekeeping(state: WorkerState) -> bool:
     """Reclaim runs of dead workers, interrupt steps past their timeout, and purge
     one batch of finished runs older than the retention (each in a short
-    transaction)."""
+    transaction). Returns False when the extension was updated to another version
+    than this engine's, so that the worker loads the new engine."""
     db = state.db
+    installed = db.one(
+        "select extversion from pg_catalog.pg_extension where extname = 'durable'"
+    )
+    if installed is None or installed["extversion"] != state.version:
+        return False
     reclaimed = runs.reclaim_orphans(db)
     if reclaimed:
         db.log(f"durable worker: reclaimed {reclaimed} run(s) of ended workers")
@@ -196,6 +228,7 @@ def housekeeping(state: WorkerState) -> None:
         [state.setting("step.terminate_after")],
     )
     db.commit()
+    return True
 
 
 def _fire_schedules(state: WorkerState) -> float:
@@ -258,15 +291,19 @@ def _unregister(db: Database, worker_id: int) -> None:
     )
 
 
-def _restore_role(db: Database, role: str) -> None:
-    """Undo a step's SET ROLE or SET SESSION AUTHORIZATION before the next run."""
+def _restore_role(db: Database, role: str) -> bool:
+    """Undo a step's SET ROLE or SET SESSION AUTHORIZATION; True if it did.
+
+    The claim only returns a run while the worker is its own role again, so this
+    check runs only when a claim found nothing.
+    """
     same = db.one(
         "select current_user = $1 and session_user = $1 as same", ["name"], [role]
     )["same"]
     if not same:
         db.execute("reset session authorization")
         db.execute("reset role")
-        db.commit()
+    return not same
 
 
 def _heartbeat(db: Database, worker_id: int) -> None:
@@ -298,67 +335,127 @@ def run_worker(
     queue: str | None,
     max_runtime: str | None,
     drain: bool,
+    slice_state: str | None = None,
 ) -> str | None:
-    """Execute ready runs owned by session_user until the runtime budget is spent.
+    """Execute ready runs owned by session_user for one slice of the worker's time.
 
-    Returns None, or the JSON error document that durable.run_worker() raises (so
-    that the client sees a clean PostgreSQL error with its SQLSTATE and hint).
+    ``slice_state`` is None on the first slice, then what the previous slice
+    returned. Returns None when the worker is done, a JSON document to pass to the
+    next slice, or a JSON document ``{"error": ...}`` that durable.run_worker()
+    raises (so that the client sees a clean PostgreSQL error with its SQLSTATE and
+    hint).
     """
-    cache = gd.setdefault(f"{key}:cache", {"plans": {}, "workflows": {}})
+    cache = gd.setdefault(
+        f"{key}:cache", {"plans": {}, "workflows": {}, "policies": {}}
+    )
     db = Database(plpy, cache["plans"])
     try:
-        _work(db, cache, gd, queue, max_runtime, drain)
+        state = _work(db, cache, gd, key, queue, max_runtime, drain, slice_state)
     except Exception as exc:
         error = error_info(exc)
         error.pop("traceback", None)
         if not isinstance(exc, DurableError):
             error["message"] = f"durable worker: {error['message']}"
-        return json.dumps(error)
-    return None
+        return json.dumps({"error": error})
+    return None if state is None else json.dumps(state)
 
 
 def _work(
     db: Database,
     cache: dict,
     gd: dict,
+    key: str,
     queue: str | None,
     max_runtime: str | None,
     drain: bool,
-) -> None:
+    slice_state: str | None,
+) -> dict | None:
+    """One slice of the worker loop; the state for the next slice, or None."""
     _begin(db)
-    worker_id, role = _register(db, queue)
-    state = WorkerState(db, cache, gd, worker_id)
-    margin = state.setting("worker.statement_timeout_margin")
-    deadline = time.monotonic() + _runtime_budget(db, max_runtime, margin)
+    resumed = json.loads(slice_state) if slice_state else None
+    if resumed is None:
+        worker_id, role = _register(db, queue)
+    else:
+        worker_id, role = resumed["worker_id"], resumed["role"]
+    state = WorkerState(db, cache, gd, worker_id, key)
+    if resumed is None:
+        margin = state.setting("worker.statement_timeout_margin")
+        deadline = time.monotonic() + _runtime_budget(db, max_runtime, margin)
+        timers = {"housekeeping": 0.0, "schedules": 0.0}
+        timers["heartbeat"] = time.monotonic() + HEARTBEAT_EVERY
+    else:
+        deadline, timers = resumed["deadline"], resumed["timers"]
+    slice_end = min(deadline, time.monotonic() + SLICE_SECONDS)
     poll_interval = state.setting("worker.poll_interval")
     housekeeping_every = state.setting("worker.housekeeping_interval")
     db.commit()
+    done = True
     try:
-        pause = MIN_POLL
-        next_housekeeping = next_schedules = 0.0
-        next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
-        while time.monotonic() < deadline:
-            if time.monotonic() >= next_housekeeping:
-                housekeeping(state)
-                next_housekeeping = time.monotonic() + housekeeping_every
-            if time.monotonic() >= next_schedules:
-                next_schedules = _fire_schedules(state)
-            run = runs.claim(db, worker_id, role, queue)
-            db.commit()
-            if run is not None:
-                execute_run(state, run)
-                _restore_role(db, role)
-                pause = MIN_POLL
-                continue
-            if drain:
-                break
-            if time.monotonic() >= next_heartbeat:
-                _heartbeat(db, worker_id)
-                db.commit()
-                next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
-            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * 2, poll_interval)
+        done = _loop(state, role, queue, drain, slice_end, timers, poll_interval,
+                     housekeeping_every)  # fmt: skip
+        done = done or time.monotonic() >= deadline
     finally:
         db.rollback()
-        _unregister(db, worker_id)
+        if done:
+            _unregister(db, worker_id)
         db.commit()
+    if done:
+        return None
+    return {"worker_id": worker_id, "role": role, "deadline": deadline,
+            "timers": timers}  # fmt: skip
+
+
+def _loop(
+    state: WorkerState,
+    role: str,
+    queue: str | None,
+    drain: bool,
+    slice_end: float,
+    timers: dict[str, float],
+    poll_interval: float,
+    housekeeping_every: float,
+) -> bool:
+    """Claim and execute runs until ``slice_end``; True when the worker is done
+    (drained), False when it should go on in a new slice."""
+    db = state.db
+    pause = MIN_POLL
+    while time.monotonic() < slice_end:
+        if time.monotonic() >= timers["housekeeping"]:
+            db.commit()
+            if not housekeeping(state):
+                return False  # the extension was updated: a new slice loads it
+            timers["housekeeping"] = time.monotonic() + housekeeping_every
+        if time.monotonic() >= timers["schedules"]:
+            db.commit()
+            timers["schedules"] = _fire_schedules(state)
+        run = _claim(state, role, queue)
+        if run is not None:
+            execute_run(state, run)  # its last write commits with the next claim
+            pause = MIN_POLL
+            continue
+        if _restore_role(db, role):
+            db.commit()
+            continue
+        if drain:
+            return True
+        if time.monotonic() >= timers["heartbeat"]:
+            _heartbeat(db, state.worker_id)
+            db.commit()
+            timers["heartbeat"] = time.monotonic() + HEARTBEAT_EVERY
+        time.sleep(max(0.0, min(pause, slice_end - time.monotonic())))
+        pause = min(pause * 2, poll_interval)
+    db.commit()
+    return False
+
+
+def _claim(state: WorkerState, role: str, queue: str | None) -> dict[str, Any] | None:
+    """Claim the next ready run and commit: the claim shares its commit with the
+    last write of the run executed before it."""
+    db = state.db
+    try:
+        run = runs.claim(db, state.worker_id, role, queue)
+    except Exception:
+        db.commit()  # the previous run's outcome stands
+        raise
+    db.commit()
+    return run

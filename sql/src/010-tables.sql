@@ -78,6 +78,14 @@ where parent_id is not null;
 create index runs_running_idx on durable._runs (worker_id)
 where status = 'running';
 
+-- Until VACUUM, every run executed leaves dead entries at the front of the ready
+-- indexes that the next claims step over. Vacuum _runs after a fixed number of dead
+-- rows, not after a fraction of the table (the default 20%), so that the cost of a
+-- claim does not grow with the number of finished runs kept.
+alter table durable._runs set (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000
+);
+
 create table durable._steps (
     run_id uuid not null,
     seq integer not null,

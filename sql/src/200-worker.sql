@@ -11,16 +11,19 @@ create procedure durable._run_worker(
     queue text,
     max_runtime interval,
     drain boolean,
-    inout error jsonb default null
+    inout state jsonb default null
 )
 language plpython3u
 as $body$
 key = plpy.execute("select durable._load() as key")[0]["key"]
-return [GD[key].workers.run_worker(plpy, GD, key, queue, max_runtime, drain)]
+worker = GD[key].workers
+return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, state)]
 $body$;
 
 comment on procedure durable._run_worker (text, interval, boolean, jsonb) is
-'The worker loop (PL/Python); returns an error document instead of raising.';
+'One slice (a few seconds) of the worker loop (PL/Python). state is null on the first '
+'slice, then what the previous one returned; it comes back null when the worker is '
+'done, or as {"error": ...} instead of raising.';
 
 create procedure durable.run_worker(
     queue text default null,
@@ -30,12 +33,17 @@ create procedure durable.run_worker(
 language plpgsql
 as $body$
 declare
-    v_error jsonb;
+    v_state jsonb;
 begin
-    call durable._run_worker(queue, max_runtime, drain, v_error);
-    if v_error is not null then
-        perform durable._raise(v_error);
-    end if;
+    -- Each slice is a CALL of its own: the memory PL/Python holds for a call is
+    -- freed between slices, and each slice runs the engine of the installed version.
+    loop
+        call durable._run_worker(queue, max_runtime, drain, v_state);
+        exit when v_state is null;
+        if pg_catalog.jsonb_exists(v_state, 'error') then
+            perform durable._raise(pg_catalog.jsonb_extract_path(v_state, 'error'));
+        end if;
+    end loop;
 end
 $body$;
 

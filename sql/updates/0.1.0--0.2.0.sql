@@ -1,0 +1,71 @@
+-- Changes of the SQL objects from 0.1.0 to 0.2.0. The update script built from this
+-- file also replaces durable._load(), so the engine is always the new version's.
+
+-- _run_worker executes one slice of the worker loop and hands its state to the next.
+drop procedure durable._run_worker(text, interval, boolean, jsonb);
+
+create procedure durable._run_worker(
+    queue text,
+    max_runtime interval,
+    drain boolean,
+    inout state jsonb default null
+)
+language plpython3u
+as $body$
+key = plpy.execute("select durable._load() as key")[0]["key"]
+worker = GD[key].workers
+return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, state)]
+$body$;
+
+comment on procedure durable._run_worker (text, interval, boolean, jsonb) is
+'One slice (a few seconds) of the worker loop (PL/Python). state is null on the first '
+'slice, then what the previous one returned; it comes back null when the worker is '
+'done, or as {"error": ...} instead of raising.';
+
+revoke all on procedure durable._run_worker(text, interval, boolean, jsonb) from public;
+
+-- The roles durable.grant_usage() was given keep their right to run workers.
+do $grants$
+declare
+    v_role name;
+begin
+    for v_role in
+        select r.rolname
+        from pg_catalog.pg_namespace as n
+        cross join lateral pg_catalog.aclexplode(n.nspacl) as a
+        inner join pg_catalog.pg_roles as r on a.grantee = r.oid
+        where n.nspname = 'durable' and a.privilege_type = 'USAGE'
+    loop
+        execute pg_catalog.format(
+            'grant execute on procedure durable._run_worker (text, interval, boolean, jsonb) to %I',
+            v_role
+        );
+    end loop;
+end
+$grants$;
+
+create or replace procedure durable.run_worker(
+    queue text default null,
+    max_runtime interval default '1 minute',
+    drain boolean default false
+)
+language plpgsql
+as $body$
+declare
+    v_state jsonb;
+begin
+    -- Each slice is a CALL of its own: the memory PL/Python holds for a call is
+    -- freed between slices, and each slice runs the engine of the installed version.
+    loop
+        call durable._run_worker(queue, max_runtime, drain, v_state);
+        exit when v_state is null;
+        if pg_catalog.jsonb_exists(v_state, 'error') then
+            perform durable._raise(pg_catalog.jsonb_extract_path(v_state, 'error'));
+        end if;
+    end loop;
+end
+$body$;
+
+alter table durable._runs set (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000
+);
