@@ -43,7 +43,6 @@ class WorkerState:
         self.db = db
         self.gd = gd
         self.compiled = cache["workflows"]
-        self.policies = cache["policies"]
         self.worker_id = worker_id
         self.version = key.split("-", 1)[1]
         self.settings = {
@@ -60,12 +59,13 @@ class WorkerState:
             for key in ("max_payload_bytes", "max_steps_per_run", "max_children")
         }
         self.options: dict[str, dict[str, Any]] = {}
+        self.policies: dict[str, RetryPolicy] = {}
 
     def setting(self, key: str) -> float:
         return float(self.settings[key])
 
     def workflow_options(self, workflow: str) -> dict[str, Any]:
-        """The workflow's registered defaults (read once per run_worker call)."""
+        """The workflow's registered defaults (read once per slice)."""
         if workflow not in self.options:
             row = self.db.one(
                 "select retry::text as retry, max_attempts,"
@@ -83,13 +83,14 @@ class WorkerState:
         return self.options[workflow]
 
     def default_policy(self, workflow: str) -> RetryPolicy:
-        """The retry policy of the steps of ``workflow`` that set none of their own."""
-        options = self.workflow_options(workflow)
-        layers = (self.retry_defaults, options["retry"])
-        cache_key = (workflow, json.dumps(layers, sort_keys=True))
-        if cache_key not in self.policies:
-            self.policies[cache_key] = RetryPolicy.from_options(*layers)
-        return self.policies[cache_key]
+        """The retry policy of the steps of ``workflow`` that set none of their own
+        (built once per slice, like the settings and options it comes from)."""
+        if workflow not in self.policies:
+            options = self.workflow_options(workflow)
+            self.policies[workflow] = RetryPolicy.from_options(
+                self.retry_defaults, options["retry"]
+            )
+        return self.policies[workflow]
 
 
 def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
@@ -345,9 +346,7 @@ def run_worker(
     raises (so that the client sees a clean PostgreSQL error with its SQLSTATE and
     hint).
     """
-    cache = gd.setdefault(
-        f"{key}:cache", {"plans": {}, "workflows": {}, "policies": {}}
-    )
+    cache = gd.setdefault(f"{key}:cache", {"plans": {}, "workflows": {}})
     db = Database(plpy, cache["plans"])
     try:
         state = _work(db, cache, gd, key, queue, max_runtime, drain, slice_state)
