@@ -3,10 +3,16 @@
 A cluster lives in a temporary directory owned by the ``postgres`` OS user (``initdb``
 refuses to run as root), listens on a free port on 127.0.0.1 and on a Unix socket in
 that directory, preloads pg_cron, and is removed by :meth:`Cluster.stop`.
+
+:meth:`Cluster.standby` clones a running cluster with ``pg_basebackup -R`` into a
+streaming-replication standby (its own directory, port and socket), which
+:meth:`Cluster.promote` turns into a primary; :meth:`Cluster.crash` kills every process
+of a cluster at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -53,6 +59,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class Cluster:
     """One throwaway cluster: start() it, connect with dsn(), destroy() it."""
 
@@ -64,6 +79,7 @@ class Cluster:
         self.logfile = self.base / "server.log"
         self.port = free_port()
         self.user = "postgres"
+        self.application_name: str | None = None  # set by standby()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             entry = pwd.getpwnam("postgres")
@@ -136,6 +152,72 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def standby(
+        self, name: str = "durable_standby", settings: dict[str, str] | None = None
+    ) -> Cluster:
+        """A new cluster cloned from this running one with ``pg_basebackup -R``: a
+        streaming-replication standby, not started yet (start() it).
+
+        ``name`` is also its ``application_name`` on the primary (the name to give in
+        ``synchronous_standby_names``). The copied configuration is overridden in
+        ``postgresql.auto.conf``: its own port and socket directory, a
+        ``primary_conninfo`` through this cluster's socket, no
+        ``synchronous_standby_names`` of its own (once promoted it would wait for a
+        standby of itself), then ``settings``.
+        """
+        replica = Cluster(name=name)
+        replica.settings = {**self.settings, **(settings or {})}
+        replica.application_name = name
+        replica._run(
+            self.bindir / "pg_basebackup",
+            "-h",
+            self.base,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "-D",
+            replica.datadir,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        )
+        conninfo = (
+            f"host={self.base} port={self.port} user={self.user}"
+            f" application_name={name}"
+        )
+        overrides = {
+            "port": str(replica.port),
+            "unix_socket_directories": str(replica.base),
+            "primary_conninfo": conninfo,
+            "synchronous_standby_names": "",
+            **(settings or {}),
+        }
+        with open(replica.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"\n# standby of {self.base} (tools/pgcluster.py)\n")
+            for key, value in overrides.items():
+                conf.write(f"{key} = '{value}'\n")
+        return replica
+
+    def promote(self, timeout: int = 60) -> None:
+        """Promote this standby (``pg_ctl promote -w``): returns once it accepts
+        writes."""
+        result = self._run(
+            self.bindir / "pg_ctl",
+            "-D",
+            self.datadir,
+            "-w",
+            "-t",
+            str(timeout),
+            "promote",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl promote failed:\n{result.stderr}\n{self.log()}")
+
     def postmaster_pid(self) -> int:
         """Process id of the running postmaster."""
         return int((self.datadir / "postmaster.pid").read_text().split()[0])
@@ -143,6 +225,38 @@ class Cluster:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send a signal to the postmaster (SIGKILL simulates a server crash)."""
         os.kill(self.postmaster_pid(), sig)
+
+    def processes(self) -> list[int]:
+        """Process ids of the postmaster and of its children right now."""
+        postmaster = self.postmaster_pid()
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def crash(self, timeout: float = 10.0) -> None:
+        """Kill the whole server as a machine crash would: freeze the postmaster and
+        every child with SIGSTOP (none can react to the others' deaths), SIGKILL them
+        all, and wait until they are gone. The files stay as they were."""
+        postmaster = self.postmaster_pid()
+        os.kill(postmaster, signal.SIGSTOP)  # forks no new backend from now on
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while any(_alive(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes of {self.base} still alive")
+            time.sleep(0.01)
 
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         """libpq connection string over the Unix socket."""
