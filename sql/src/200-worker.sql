@@ -7,23 +7,25 @@
 -- procedure _run_worker hands its error back as a JSON document, and _raise raises it.
 -- Commits in _run_worker work because every caller in the chain is a CALL.
 
+-- The INOUT parameter of _run_worker carries the slice state; it keeps the name
+-- "error" of 0.1.0 so that updates can CREATE OR REPLACE it (see sql/updates).
 create procedure durable._run_worker(
     queue text,
     max_runtime interval,
     drain boolean,
-    inout state jsonb default null
+    inout error jsonb default null
 )
 language plpython3u
 as $body$
 key = plpy.execute("select durable._load() as key")[0]["key"]
 worker = GD[key].workers
-return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, state)]
+return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, error)]
 $body$;
 
 comment on procedure durable._run_worker (text, interval, boolean, jsonb) is
-'One slice (a few seconds) of the worker loop (PL/Python). state is null on the first '
-'slice, then what the previous one returned; it comes back null when the worker is '
-'done, or as {"error": ...} instead of raising.';
+'One slice (a few seconds) of the worker loop (PL/Python). Its INOUT parameter carries '
+'the slice state: null on the first slice, then what the previous one returned; it '
+'comes back null when the worker is done, or as {"error": ...} instead of raising.';
 
 create procedure durable.run_worker(
     queue text default null,

@@ -2,47 +2,26 @@
 -- file also replaces durable._load(), so the engine is always the new version's.
 
 -- _run_worker executes one slice of the worker loop and hands its state to the next.
-drop procedure durable._run_worker(text, interval, boolean, jsonb);
-
-create procedure durable._run_worker(
+-- Its INOUT parameter keeps the name "error" of 0.1.0: renaming it would need DROP
+-- PROCEDURE, and a worker executing the procedure during the update would then fail
+-- when it returns (PL/Python looks the procedure up again to build its INOUT result).
+create or replace procedure durable._run_worker(
     queue text,
     max_runtime interval,
     drain boolean,
-    inout state jsonb default null
+    inout error jsonb default null
 )
 language plpython3u
 as $body$
 key = plpy.execute("select durable._load() as key")[0]["key"]
 worker = GD[key].workers
-return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, state)]
+return [worker.run_worker(plpy, GD, key, queue, max_runtime, drain, error)]
 $body$;
 
 comment on procedure durable._run_worker (text, interval, boolean, jsonb) is
-'One slice (a few seconds) of the worker loop (PL/Python). state is null on the first '
-'slice, then what the previous one returned; it comes back null when the worker is '
-'done, or as {"error": ...} instead of raising.';
-
-revoke all on procedure durable._run_worker(text, interval, boolean, jsonb) from public;
-
--- The roles durable.grant_usage() was given keep their right to run workers.
-do $grants$
-declare
-    v_role name;
-begin
-    for v_role in
-        select r.rolname
-        from pg_catalog.pg_namespace as n
-        cross join lateral pg_catalog.aclexplode(n.nspacl) as a
-        inner join pg_catalog.pg_roles as r on a.grantee = r.oid
-        where n.nspname = 'durable' and a.privilege_type = 'USAGE'
-    loop
-        execute pg_catalog.format(
-            'grant execute on procedure durable._run_worker (text, interval, boolean, jsonb) to %I',
-            v_role
-        );
-    end loop;
-end
-$grants$;
+'One slice (a few seconds) of the worker loop (PL/Python). Its INOUT parameter carries '
+'the slice state: null on the first slice, then what the previous one returned; it '
+'comes back null when the worker is done, or as {"error": ...} instead of raising.';
 
 create or replace procedure durable.run_worker(
     queue text default null,
