@@ -48,8 +48,20 @@ READY = (
     " and r.wake_at <= pg_catalog.to_timestamp($3)"
 )
 
+# The claim can also finish the run executed before it ($5 its result, $6 its id), in
+# the same statement: a succeeded run without a parent needs nothing else.
+FINISH_SUCCEEDED = """
+finished as (
+    update durable._runs
+    set status = 'succeeded', result = $5, error = null, worker_id = null,
+        wake_at = null, waiting_for = null,
+        finished_at = pg_catalog.clock_timestamp()
+    where id = $6
+),
+"""
+
 CLAIM = """
-with next_run as (
+with {finish}next_run as (
     select r.id, r.started_at is not null as resumed
     from durable._runs as r
     where r.owner = $2 and {ready} {queue_filter}
@@ -70,8 +82,15 @@ returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
     r.error::text as error, extract(epoch from r.started_at)::float8 as started_at
 """
 
-CLAIM_ANY_QUEUE = CLAIM.format(ready=READY, queue_filter="")
-CLAIM_ONE_QUEUE = CLAIM.format(ready=READY, queue_filter="and r.queue = $4")
+CLAIM_ANY_QUEUE = CLAIM.format(finish="", ready=READY, queue_filter="")
+CLAIM_ONE_QUEUE = CLAIM.format(finish="", ready=READY, queue_filter="and r.queue = $4")
+FINISH_CLAIM_ANY_QUEUE = CLAIM.format(
+    finish=FINISH_SUCCEEDED, ready=READY, queue_filter=""
+)
+FINISH_CLAIM_ONE_QUEUE = CLAIM.format(
+    finish=FINISH_SUCCEEDED, ready=READY, queue_filter="and r.queue = $4"
+)
+CLAIM_TYPES = ["integer", "name", "double precision", "text", "jsonb", "uuid"]
 
 # A worker is alive while it holds its advisory lock in this database.
 WORKER_ALIVE = f"""
@@ -88,20 +107,28 @@ exists (
 
 
 def claim(
-    db: Database, worker_id: int, role: str, queue: str | None
+    db: Database,
+    worker_id: int,
+    role: str,
+    queue: str | None,
+    succeeded: tuple[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Mark the best ready run of ``role`` as running on this worker (or None).
 
-    Finds nothing while the session is not ``role`` (a step's SET ROLE that the
-    worker has not undone yet).
+    ``succeeded`` is the id and result (JSON text) of a run without a parent that
+    this worker just executed: the same statement finishes it. The claim finds
+    nothing while the session is not ``role`` (a step's SET ROLE that the worker
+    has not undone yet).
     """
-    types = ["integer", "name", "double precision"]
-    if queue is None:
-        row = db.one(CLAIM_ANY_QUEUE, types, [worker_id, role, time.time()])
+    args = [worker_id, role, time.time(), queue]
+    if succeeded is None:
+        sql = CLAIM_ANY_QUEUE if queue is None else CLAIM_ONE_QUEUE
+        types = CLAIM_TYPES[: len(args)]
     else:
-        row = db.one(
-            CLAIM_ONE_QUEUE, [*types, "text"], [worker_id, role, time.time(), queue]
-        )
+        sql = FINISH_CLAIM_ANY_QUEUE if queue is None else FINISH_CLAIM_ONE_QUEUE
+        types = CLAIM_TYPES
+        args += [succeeded[1], succeeded[0]]
+    row = db.one(sql, types, args)
     if row is None:
         return None
     run = dict(row)
@@ -243,6 +270,17 @@ def finish(
     error: dict | None,
 ) -> None:
     """Give a run its final state, and wake its parent if the parent waits."""
+    if run.get("parent_id"):
+        # Always lock the parent row: a parent moving to "waiting" at this moment then
+        # waits for this commit and sees the child finished when it looks again. The
+        # parent is locked before the child, in the order durable.cancel() locks a
+        # tree, so that the two cannot deadlock.
+        db.execute(
+            "update durable._runs set wake_at = case when status = 'waiting'"
+            " then pg_catalog.clock_timestamp() else wake_at end where id = $1",
+            ["uuid"],
+            [run["parent_id"]],
+        )
     db.execute(
         "update durable._runs set status = $2, result = $3, error = $4,"
         " worker_id = null, wake_at = null, waiting_for = null,"
@@ -250,15 +288,6 @@ def finish(
         ["uuid", "text", "jsonb", "jsonb"],
         [run["id"], status, result_json, None if error is None else json.dumps(error)],
     )
-    if run.get("parent_id"):
-        # Always lock the parent row: a parent moving to "waiting" at this moment then
-        # waits for this commit and sees the child finished when it looks again.
-        db.execute(
-            "update durable._runs set wake_at = case when status = 'waiting'"
-            " then pg_catalog.clock_timestamp() else wake_at end where id = $1",
-            ["uuid"],
-            [run["parent_id"]],
-        )
 
 
 def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) -> None:
@@ -412,14 +441,18 @@ def reclaim_orphans(db: Database) -> int:
     return rows.nrows()
 
 
-def release_worker_runs(db: Database, worker_id: int) -> int:
-    """Put the runs a worker still holds back in line; returns how many."""
+def release_worker_runs(db: Database, worker_id: int, interrupted: bool = True) -> int:
+    """Put the runs a worker still holds back in line; returns how many.
+
+    ``interrupted`` counts it as an interrupted attempt (charged to the step the run
+    resumes at), for a worker that stops in the middle of a run.
+    """
     rows = db.execute(
         "update durable._runs set worker_id = null,"
         " wake_at = pg_catalog.clock_timestamp(),"
-        " status = 'pending', interruptions = interruptions + 1"
+        " status = 'pending', interruptions = interruptions + $2::integer"
         " where worker_id = $1 and status = 'running' returning id",
-        ["integer"],
-        [worker_id],
+        ["integer", "boolean"],
+        [worker_id, interrupted],
     )
     return rows.nrows()

@@ -93,21 +93,23 @@ class WorkerState:
         return self.policies[workflow]
 
 
-def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
+def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple[str, str] | None:
     """Execute one claimed run until it ends or suspends.
 
     Steps commit as the run goes on; the run's last write (its end, or its retry or
-    suspension) is left to the caller to commit, together with its next claim.
+    suspension) is left to the caller to commit, together with its next claim. A run
+    without a parent that succeeded is not even written: its id and result are
+    returned, for the next claim to finish it in the same statement.
     """
     db = state.db
     run["worker_id"] = state.worker_id
     options = state.workflow_options(run["workflow"])
     if run["cancel_requested"] and not runs.has_compensations(db, run["id"]):
         runs.finish(db, run, "cancelled", None, run["error"] or _cancelled())
-        return
+        return None
     if run["resumed"] and not runs.may_resume(db, run["workflow"]):
         runs.finish(db, run, "failed", None, _not_permitted(run["workflow"]))
-        return
+        return None
     checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
     deadline = None
     if options["timeout"]:
@@ -145,7 +147,10 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> None:
         _failed(state, wf, run, options, exc)
     else:
         wf.end_of_step_code(keep=True)
+        if not run["parent_id"]:
+            return run["id"], result_json
         runs.finish(db, run, "succeeded", result_json, None)
+    return None
 
 
 def _failed(
@@ -418,43 +423,67 @@ def _loop(
     (drained), False when it should go on in a new slice."""
     db = state.db
     pause = MIN_POLL
+    succeeded = None  # a run to finish with the next claim
     while time.monotonic() < slice_end:
-        if time.monotonic() >= timers["housekeeping"]:
+        try:
+            if time.monotonic() >= timers["housekeeping"]:
+                _commit_finished(db, succeeded)
+                succeeded = None
+                if not housekeeping(state):
+                    return False  # the extension was updated: a new slice loads it
+                timers["housekeeping"] = time.monotonic() + housekeeping_every
+            if time.monotonic() >= timers["schedules"]:
+                _commit_finished(db, succeeded)
+                succeeded = None
+                timers["schedules"] = _fire_schedules(state)
+            # The claim commits with the last write of the run executed before it,
+            # and finishes that run if it succeeded.
+            run = runs.claim(db, state.worker_id, role, queue, succeeded)
+            succeeded = None
             db.commit()
-            if not housekeeping(state):
-                return False  # the extension was updated: a new slice loads it
-            timers["housekeeping"] = time.monotonic() + housekeeping_every
-        if time.monotonic() >= timers["schedules"]:
-            db.commit()
-            timers["schedules"] = _fire_schedules(state)
-        run = _claim(state, role, queue)
-        if run is not None:
-            execute_run(state, run)  # its last write commits with the next claim
-            pause = MIN_POLL
+            if run is not None:
+                succeeded = execute_run(state, run)
+                pause = MIN_POLL
+                continue
+            if _restore_role(db, role):
+                db.commit()
+                continue
+            if drain:
+                return True
+            if time.monotonic() >= timers["heartbeat"]:
+                _heartbeat(db, state.worker_id)
+                db.commit()
+                timers["heartbeat"] = time.monotonic() + HEARTBEAT_EVERY
+        except Exception as exc:
+            if error_info(exc).get("sqlstate") != QUERY_CANCELED:
+                raise
+            _cancel_arrived_late(state)
+            succeeded = None
             continue
-        if _restore_role(db, role):
-            db.commit()
-            continue
-        if drain:
-            return True
-        if time.monotonic() >= timers["heartbeat"]:
-            _heartbeat(db, state.worker_id)
-            db.commit()
-            timers["heartbeat"] = time.monotonic() + HEARTBEAT_EVERY
         time.sleep(max(0.0, min(pause, slice_end - time.monotonic())))
         pause = min(pause * 2, poll_interval)
-    db.commit()
+    _commit_finished(db, succeeded)
     return False
 
 
-def _claim(state: WorkerState, role: str, queue: str | None) -> dict[str, Any] | None:
-    """Claim the next ready run and commit: the claim shares its commit with the
-    last write of the run executed before it."""
+def _cancel_arrived_late(state: WorkerState) -> None:
+    """Recover from a durable.cancel() interrupt outside a step.
+
+    durable.cancel() interrupts the worker of each run it cancels; when the worker
+    is past the run's steps (writing the run's end, waiting for the row that the
+    cancel holds) or already on its way to the next claim, another statement gets
+    the interrupt. The transaction is rolled back and the run this worker holds is
+    put back in line, without counting an interruption: its next execution replays
+    its checkpoints, and a cancelled run then ends as cancelled.
+    """
     db = state.db
-    try:
-        run = runs.claim(db, state.worker_id, role, queue)
-    except Exception:
-        db.commit()  # the previous run's outcome stands
-        raise
+    db.rollback()
+    runs.release_worker_runs(db, state.worker_id, interrupted=False)
     db.commit()
-    return run
+
+
+def _commit_finished(db: Database, succeeded: tuple[str, str] | None) -> None:
+    """Commit what the last run left, finishing it if it succeeded."""
+    if succeeded is not None:
+        runs.finish(db, {"id": succeeded[0]}, "succeeded", succeeded[1], None)
+    db.commit()

@@ -60,14 +60,26 @@ begin
         'message', coalesce('cancelled: ' || cancel.reason, 'cancelled')
     );
     with recursive tree as (
-        select v_row.id as id
+        select
+            v_row.id as id,
+            0 as depth
         union all
-        select child.id
+        select
+            child.id,
+            tree.depth + 1
         from durable._runs as child
         inner join tree on child.parent_id = tree.id
     )
 
-    select pg_catalog.array_agg(tree.id) into v_tree from tree;
+    select pg_catalog.array_agg(tree.id order by tree.depth) into v_tree from tree;
+
+    -- Lock the tree parents first: a worker finishing a child locks its parent, then
+    -- the child, and the same order on both sides cannot deadlock.
+    perform
+    from durable._runs as r
+    inner join pg_catalog.unnest(v_tree) with ordinality as t (id, n) on r.id = t.id
+    order by t.n
+    for update of r;
 
     update durable._runs as r
     set

@@ -48,3 +48,63 @@ $body$;
 alter table durable._runs set (
     autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000
 );
+
+-- durable.cancel locks a run tree parents first, in the order a worker finishing a
+-- child locks its parent and then the child (the two deadlocked before).
+create or replace function durable.cancel(run uuid, reason text default null) returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_row durable._runs := durable._run_row(run, true);
+    v_error jsonb;
+    v_tree uuid [];
+begin
+    if v_row.status in ('succeeded', 'failed', 'cancelled') then
+        return false;
+    end if;
+    v_error := pg_catalog.jsonb_build_object(
+        'sqlstate', 'DU003',
+        'message', coalesce('cancelled: ' || cancel.reason, 'cancelled')
+    );
+    with recursive tree as (
+        select
+            v_row.id as id,
+            0 as depth
+        union all
+        select
+            child.id,
+            tree.depth + 1
+        from durable._runs as child
+        inner join tree on child.parent_id = tree.id
+    )
+
+    select pg_catalog.array_agg(tree.id order by tree.depth) into v_tree from tree;
+
+    -- Lock the tree parents first: a worker finishing a child locks its parent, then
+    -- the child, and the same order on both sides cannot deadlock.
+    perform
+    from durable._runs as r
+    inner join pg_catalog.unnest(v_tree) with ordinality as t (id, n) on r.id = t.id
+    order by t.n
+    for update of r;
+
+    update durable._runs as r
+    set
+        cancel_requested = true,
+        error = v_error,
+        wake_at = case when r.status = 'running' then r.wake_at else pg_catalog.now() end
+    where r.id = any(v_tree) and r.status not in ('succeeded', 'failed', 'cancelled');
+
+    -- A running run stops at its next statement: interrupt the worker running it.
+    -- The run rows stay locked until commit, so that worker cannot have moved on.
+    perform pg_catalog.pg_cancel_backend(w.pid)
+    from durable._runs as r
+    inner join durable._workers as w on r.worker_id = w.id
+    where
+        r.id = any(v_tree)
+        and r.status = 'running'
+        and w.pid <> pg_catalog.pg_backend_pid();
+    return true;
+end
+$body$;
