@@ -53,10 +53,12 @@ test: bootstrap
 	$(MAKE) install
 	$(PY) -m pytest
 
-# target: chaos - the long fault tests too (2000 runs, 50 kill -9), after make test's set-up
+# target: chaos - the fault tests with their long variants (2000 runs and 50 kill -9,
+# three failovers, 60 s of load), printing their figures, after make test's set-up
 chaos: bootstrap
 	$(MAKE) install
-	DURABLE_CHAOS=1 $(PY) -m pytest tests/test_chaos.py tests/test_crash.py
+	DURABLE_CHAOS=1 $(PY) -m pytest -s tests/test_chaos.py tests/test_crash.py \
+		tests/test_failover.py tests/test_load.py
 
 # target: bench - the full benchmark (about 15 minutes): durable beside a plain floor and DBOS
 bench: bootstrap
