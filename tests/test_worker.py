@@ -381,3 +381,31 @@ def test_worker_keeps_its_id_and_lock_across_slices(connect):
 
 def worker_count(conn) -> int:
     return conn.execute("select count(*) from durable._workers").fetchone()[0]
+
+
+def test_pg_cancel_backend_stops_an_idle_worker(connect):
+    """An operator's pg_cancel_backend() of a worker ends its CALL with 57014 (only
+    the interrupts of durable.cancel() are absorbed by the worker)."""
+    import threading
+
+    from conftest import wait_until
+
+    watcher = connect()
+    worker = connect()
+    pid = worker.info.backend_pid
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            worker.execute("call durable.run_worker(max_runtime => '30 seconds')")
+            outcome.append("returned")
+        except psycopg.Error as exc:
+            outcome.append(exc.sqlstate)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    wait_until(lambda: worker_count(watcher) == 1)
+    watcher.execute("select pg_cancel_backend(%s)", [pid])
+    thread.join(10)
+    assert outcome == ["57014"]
+    assert worker_count(watcher) == 0

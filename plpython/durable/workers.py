@@ -457,7 +457,8 @@ def _loop(
         except Exception as exc:
             if error_info(exc).get("sqlstate") != QUERY_CANCELED:
                 raise
-            _cancel_arrived_late(state)
+            if not _cancel_arrived_late(state):
+                raise  # pg_cancel_backend() of the worker: it stops
             succeeded = None
             continue
         time.sleep(max(0.0, min(pause, slice_end - time.monotonic())))
@@ -466,20 +467,30 @@ def _loop(
     return False
 
 
-def _cancel_arrived_late(state: WorkerState) -> None:
-    """Recover from a durable.cancel() interrupt outside a step.
+def _cancel_arrived_late(state: WorkerState) -> bool:
+    """Recover from a durable.cancel() interrupt outside a step; False when the
+    interrupt did not come from durable.cancel().
 
-    durable.cancel() interrupts the worker of each run it cancels; when the worker
-    is past the run's steps (writing the run's end, waiting for the row that the
-    cancel holds) or already on its way to the next claim, another statement gets
-    the interrupt. The transaction is rolled back and the run this worker holds is
-    put back in line, without counting an interruption: its next execution replays
-    its checkpoints, and a cancelled run then ends as cancelled.
+    durable.cancel() interrupts the worker of each run it cancels. When the worker
+    is past the run's steps, writing the run's end, it waits for the run row that
+    the cancel holds and gets the interrupt there. The transaction is rolled back
+    and the run is put back in line, without counting an interruption: its next
+    execution replays its checkpoints and ends it as cancelled.
     """
     db = state.db
     db.rollback()
-    runs.release_worker_runs(db, state.worker_id, interrupted=False)
+    # FOR SHARE waits for the durable.cancel() in progress to commit.
+    cancelled = db.one(
+        "select bool_or(cancel_requested) as cancelled from ("
+        " select cancel_requested from durable._runs"
+        " where worker_id = $1 and status = 'running' for share) as held",
+        ["integer"],
+        [state.worker_id],
+    )["cancelled"]
+    if cancelled:
+        runs.release_worker_runs(db, state.worker_id, interrupted=False)
     db.commit()
+    return bool(cancelled)
 
 
 def _commit_finished(db: Database, succeeded: tuple[str, str] | None) -> None:
