@@ -103,6 +103,7 @@ class WorkflowContext:
         self._uncommitted: list[tuple] = []
         self._step_to_commit = False
         self._after_step: Any = None  # the subtransaction of the code after a step
+        self._unwritten: tuple | None = None  # the step's checkpoint, not yet written
         self._policy = policy
         self.compensations: list[tuple] = []
         self.run_id: str = run["id"]
@@ -155,8 +156,9 @@ class WorkflowContext:
             self.step_key = None
         output = decode(output_json)
         self._save(
-            seq, name, kind, "succeeded", output, None, attempt, started_at, output_json
-        )
+            seq, name, kind, "succeeded", output, None, attempt, started_at,
+            output_json, defer=True,
+        )  # fmt: skip
         if timeout_s is not None:
             self._set_step_deadline(None)
         self._step_to_commit = True
@@ -588,10 +590,13 @@ class WorkflowContext:
         attempts: int = 1,
         started_at: float | None = None,
         output_json: str | None = None,
+        defer: bool = False,
     ) -> None:
         """Write a checkpoint in the current transaction (and remember it locally).
 
         ``output_json`` is the output already encoded, when the caller has it.
+        ``defer`` keeps a step's checkpoint until the transaction is about to
+        commit, so that the run's end can write it in the statement of its next claim.
         """
         if output_json is None and output is not None:
             output_json = json.dumps(output)
@@ -605,12 +610,32 @@ class WorkflowContext:
             None if error is None else json.dumps(error),
             started_at or time.time(),
         )
-        runs.save_step(self._db, self.run_id, *row, new=seq not in self._checkpoints)
+        new = seq not in self._checkpoints
+        if defer:
+            self._unwritten = (*row, new)
+        else:
+            runs.save_step(self._db, self.run_id, *row, new=new)
+            self._uncommitted.append(row)
         self._checkpoints[seq] = {
             "seq": seq, "name": name, "kind": kind, "status": status,
             "attempts": attempts, "output": output, "error": error,
         }  # fmt: skip
-        self._uncommitted.append(row)
+
+    def last_checkpoint(self) -> tuple | None:
+        """Hand over the last step's checkpoint if it is not written yet and is a new
+        row (the worker writes it together with the run's end); None otherwise."""
+        if self._unwritten is None or not self._unwritten[-1]:
+            self._write_checkpoint()
+            return None
+        row, self._unwritten = self._unwritten[:-1], None
+        return row
+
+    def _write_checkpoint(self) -> None:
+        """Write the last step's checkpoint if it is still unwritten."""
+        if self._unwritten is not None:
+            *row, new = self._unwritten
+            self._unwritten = None
+            runs.save_step(self._db, self.run_id, *row, new=new)
 
     def end_of_step_code(self, keep: bool) -> None:
         """Close the subtransaction of the workflow code that followed the last step:
@@ -631,8 +656,15 @@ class WorkflowContext:
         else:
             self._db.rollback()
 
+    def settle(self) -> None:
+        """Close the code after the last step, keeping its work, and write the
+        step's checkpoint: the run is about to suspend."""
+        self.end_of_step_code(keep=True)
+        self._write_checkpoint()
+
     def _commit(self) -> None:
         self.end_of_step_code(keep=True)
+        self._write_checkpoint()
         self._db.commit()
         self._uncommitted.clear()
         self._step_to_commit = False

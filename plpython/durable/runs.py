@@ -48,8 +48,37 @@ READY = (
     " and r.wake_at <= pg_catalog.to_timestamp($3)"
 )
 
+SAVE_STEP = (
+    "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
+    " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
+    " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
+)
+SAVE_STEP_AGAIN = (
+    SAVE_STEP + " on conflict (run_id, seq) do update set status = excluded.status,"
+    " attempts = excluded.attempts, output = excluded.output,"
+    " error = excluded.error, finished_at = excluded.finished_at"
+)
+SAVE_STEP_TYPES = (
+    "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
+    "double precision",
+)  # fmt: skip
+
 # The claim can also finish the run executed before it ($5 its result, $6 its id), in
-# the same statement: a succeeded run without a parent needs nothing else.
+# the same statement, and write the checkpoint of its last step ($7 to $14, as
+# save_step): a succeeded run without a parent needs nothing else.
+SAVE_LAST_STEP = """
+saved as (
+    insert into durable._steps (
+        run_id, seq, name, kind, status, attempts, output, error, started_at,
+        finished_at
+    )
+    values (
+        $6, $7, $8, $9, $10, $11, $12, $13, pg_catalog.to_timestamp($14),
+        pg_catalog.clock_timestamp()
+    )
+),
+"""
+
 FINISH_SUCCEEDED = """
 finished as (
     update durable._runs
@@ -82,15 +111,21 @@ returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
     r.error::text as error, extract(epoch from r.started_at)::float8 as started_at
 """
 
-CLAIM_ANY_QUEUE = CLAIM.format(finish="", ready=READY, queue_filter="")
-CLAIM_ONE_QUEUE = CLAIM.format(finish="", ready=READY, queue_filter="and r.queue = $4")
-FINISH_CLAIM_ANY_QUEUE = CLAIM.format(
-    finish=FINISH_SUCCEEDED, ready=READY, queue_filter=""
-)
-FINISH_CLAIM_ONE_QUEUE = CLAIM.format(
-    finish=FINISH_SUCCEEDED, ready=READY, queue_filter="and r.queue = $4"
-)
-CLAIM_TYPES = ["integer", "name", "double precision", "text", "jsonb", "uuid"]
+CLAIMS = {
+    (finish, save, queue): CLAIM.format(
+        finish=(SAVE_LAST_STEP if save else "") + (FINISH_SUCCEEDED if finish else ""),
+        ready=READY,
+        queue_filter="and r.queue = $4" if queue else "",
+    )
+    for finish in (False, True)
+    for save in (False, True)
+    for queue in (False, True)
+    if finish or not save
+}
+CLAIM_TYPES = [
+    "integer", "name", "double precision", "text", "jsonb", "uuid",
+    *SAVE_STEP_TYPES[1:],
+]  # fmt: skip
 
 # A worker is alive while it holds its advisory lock in this database.
 WORKER_ALIVE = f"""
@@ -111,24 +146,25 @@ def claim(
     worker_id: int,
     role: str,
     queue: str | None,
-    succeeded: tuple[str, str] | None = None,
+    succeeded: tuple | None = None,
 ) -> dict[str, Any] | None:
     """Mark the best ready run of ``role`` as running on this worker (or None).
 
-    ``succeeded`` is the id and result (JSON text) of a run without a parent that
-    this worker just executed: the same statement finishes it. The claim finds
-    nothing while the session is not ``role`` (a step's SET ROLE that the worker
-    has not undone yet).
+    ``succeeded`` is ``(id, result JSON, checkpoint or None)`` of a run without a
+    parent that this worker just executed: the same statement writes the checkpoint
+    of its last step (a new row, as save_step takes it) and finishes it. The claim
+    finds nothing while the session is not ``role`` (a step's SET ROLE that the
+    worker has not undone yet).
     """
     args = [worker_id, role, time.time(), queue]
-    if succeeded is None:
-        sql = CLAIM_ANY_QUEUE if queue is None else CLAIM_ONE_QUEUE
-        types = CLAIM_TYPES[: len(args)]
-    else:
-        sql = FINISH_CLAIM_ANY_QUEUE if queue is None else FINISH_CLAIM_ONE_QUEUE
-        types = CLAIM_TYPES
-        args += [succeeded[1], succeeded[0]]
-    row = db.one(sql, types, args)
+    checkpoint = None
+    if succeeded is not None:
+        run_id, result_json, checkpoint = succeeded
+        args += [result_json, run_id]
+        if checkpoint is not None:
+            args += list(checkpoint)
+    sql = CLAIMS[(succeeded is not None, checkpoint is not None, queue is not None)]
+    row = db.one(sql, CLAIM_TYPES[: len(args)], args)
     if row is None:
         return None
     run = dict(row)
@@ -153,22 +189,6 @@ def load_checkpoints(db: Database, run_id: str) -> dict[int, dict[str, Any]]:
         checkpoint["error"] = decode(checkpoint["error"])
         checkpoints[checkpoint["seq"]] = checkpoint
     return checkpoints
-
-
-SAVE_STEP = (
-    "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
-    " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
-    " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
-)
-SAVE_STEP_AGAIN = (
-    SAVE_STEP + " on conflict (run_id, seq) do update set status = excluded.status,"
-    " attempts = excluded.attempts, output = excluded.output,"
-    " error = excluded.error, finished_at = excluded.finished_at"
-)
-SAVE_STEP_TYPES = (
-    "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
-    "double precision",
-)  # fmt: skip
 
 
 def save_step(

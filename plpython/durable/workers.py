@@ -93,13 +93,14 @@ class WorkerState:
         return self.policies[workflow]
 
 
-def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple[str, str] | None:
+def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple | None:
     """Execute one claimed run until it ends or suspends.
 
     Steps commit as the run goes on; the run's last write (its end, or its retry or
     suspension) is left to the caller to commit, together with its next claim. A run
-    without a parent that succeeded is not even written: its id and result are
-    returned, for the next claim to finish it in the same statement.
+    without a parent that succeeded is not even written: its id, result and the
+    checkpoint of its last step (or None) are returned, for the next claim to write
+    them in the same statement.
     """
     db = state.db
     run["worker_id"] = state.worker_id
@@ -132,7 +133,7 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple[str, str] | No
             encode(output, what), what, state.limits["max_payload_bytes"]
         )
     except Suspend as suspend:
-        wf.end_of_step_code(keep=True)
+        wf.settle()
         runs.suspend(
             db, run["id"], suspend.status, suspend.wake_at, suspend.waiting_for
         )
@@ -147,8 +148,11 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple[str, str] | No
         _failed(state, wf, run, options, exc)
     else:
         wf.end_of_step_code(keep=True)
+        checkpoint = wf.last_checkpoint()
         if not run["parent_id"]:
-            return run["id"], result_json
+            return run["id"], result_json, checkpoint
+        if checkpoint is not None:
+            runs.save_step(db, run["id"], *checkpoint, new=True)
         runs.finish(db, run, "succeeded", result_json, None)
     return None
 
@@ -493,8 +497,11 @@ def _cancel_arrived_late(state: WorkerState) -> bool:
     return bool(cancelled)
 
 
-def _commit_finished(db: Database, succeeded: tuple[str, str] | None) -> None:
+def _commit_finished(db: Database, succeeded: tuple | None) -> None:
     """Commit what the last run left, finishing it if it succeeded."""
     if succeeded is not None:
-        runs.finish(db, {"id": succeeded[0]}, "succeeded", succeeded[1], None)
+        run_id, result_json, checkpoint = succeeded
+        if checkpoint is not None:
+            runs.save_step(db, run_id, *checkpoint, new=True)
+        runs.finish(db, {"id": run_id}, "succeeded", result_json, None)
     db.commit()
