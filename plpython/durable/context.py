@@ -8,15 +8,11 @@ New work runs in the current transaction and commits together with its checkpoin
 
 A step's transaction commits when the workflow reaches its next durable call, or
 together with the run's suspension or end (and the worker's claim of its next run), so
-a 1-step run costs one commit. The workflow code that runs between a step and that
-commit runs in a subtransaction: if it raises, only its own work is rolled back and
-the step's work and checkpoint still commit. If the worker dies before the commit, the
-step runs again on the run's next attempt, its earlier effects gone with the
-transaction, so a step's database effects still commit exactly once.
-
-A call that has to wait (a retry back-off, a timer, a signal, children) raises
-:class:`Suspend`; the worker parks the run and moves on, and when the run resumes its
-function is executed again from the top.
+a 1-step run costs one commit. If the workflow raises before that commit, or its worker
+dies, the step is rolled back with everything else since the last commit and runs again
+on the run's next attempt: its database effects still commit exactly once. (PL/Python
+15 leaks a little memory for every ``plpy.subtransaction()``, so the code after a step
+is not given a subtransaction of its own.)
 """
 
 from __future__ import annotations
@@ -102,7 +98,6 @@ class WorkflowContext:
         self._seq = 0
         self._uncommitted: list[tuple] = []
         self._step_to_commit = False
-        self._after_step: Any = None  # the subtransaction of the code after a step
         self._unwritten: tuple | None = None  # the step's checkpoint, not yet written
         self._policy = policy
         self.compensations: list[tuple] = []
@@ -162,7 +157,6 @@ class WorkflowContext:
         if timeout_s is not None:
             self._set_step_deadline(None)
         self._step_to_commit = True
-        self._after_step = self._db.subtransaction()
         return output
 
     def _retry_policy(self, retry: dict | None) -> RetryPolicy:
@@ -637,33 +631,19 @@ class WorkflowContext:
             self._unwritten = None
             runs.save_step(self._db, self.run_id, *row, new=new)
 
-    def end_of_step_code(self, keep: bool) -> None:
-        """Close the subtransaction of the workflow code that followed the last step:
-        keep its work, or roll back only that work (the step's stays)."""
-        if self._after_step is not None:
-            subtransaction, self._after_step = self._after_step, None
-            if keep:
-                subtransaction.__exit__(None, None, None)
-            else:
-                subtransaction.__exit__(RuntimeError, RuntimeError(), None)
-
-    def rollback_code_after_step(self) -> None:
-        """Roll back the uncommitted work of the workflow code; a step that
-        completed before that code commits now."""
-        if self._after_step is not None:
-            self.end_of_step_code(keep=False)
-            self._commit()
-        else:
-            self._db.rollback()
+    def rollback(self) -> None:
+        """Roll back everything since the last commit, the last step included when
+        it has not committed yet (it runs again on the run's next attempt)."""
+        self._db.rollback()
+        self._unwritten = None
+        self._uncommitted.clear()
+        self._step_to_commit = False
 
     def settle(self) -> None:
-        """Close the code after the last step, keeping its work, and write the
-        step's checkpoint: the run is about to suspend."""
-        self.end_of_step_code(keep=True)
+        """Write the last step's checkpoint: the run is about to suspend."""
         self._write_checkpoint()
 
     def _commit(self) -> None:
-        self.end_of_step_code(keep=True)
         self._write_checkpoint()
         self._db.commit()
         self._uncommitted.clear()

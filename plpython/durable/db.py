@@ -46,13 +46,6 @@ class Database:
         """Roll the current transaction back."""
         self.plpy.rollback()
 
-    def subtransaction(self) -> Any:
-        """Begin a subtransaction; its ``__exit__`` releases it, or rolls it back
-        when given an exception."""
-        subtransaction = self.plpy.subtransaction()
-        subtransaction.__enter__()
-        return subtransaction
-
     def log(self, message: str) -> None:
         """Write ``message`` to the server log at LOG level."""
         self.plpy.log(message)

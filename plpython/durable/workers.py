@@ -147,7 +147,6 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple | None:
     except Exception as exc:
         _failed(state, wf, run, options, exc)
     else:
-        wf.end_of_step_code(keep=True)
         checkpoint = wf.last_checkpoint()
         if not run["parent_id"]:
             return run["id"], result_json, checkpoint
@@ -166,7 +165,7 @@ def _failed(
 ) -> None:
     """The workflow raised: attempt the whole run again, or end it as failed."""
     db = state.db
-    wf.rollback_code_after_step()
+    wf.rollback()
     error = error_info(exc)
     if error.get("sqlstate") == QUERY_CANCELED:
         flags = runs.run_flags(db, run["id"])
@@ -189,7 +188,7 @@ def _end(
     db: Database, wf: WorkflowContext, run: dict[str, Any], status: str, error: dict
 ) -> None:
     """Finish a run that failed or was cancelled, after its compensations."""
-    wf.rollback_code_after_step()
+    wf.rollback()
     wf.compensate()
     runs.finish(db, run, status, None, error)
 
