@@ -84,12 +84,16 @@ PGSPOT_FLAGS = --ignore-lang plpython3u \
 	--proc-without-search-path 'durable.schedule(name text,cron text,workflow text,input jsonb,timezone text,overlap text,catch_up text,enabled boolean)' \
 	--proc-without-search-path 'durable.define_workflow(name text,definition jsonb,retry jsonb,timeout interval)'
 
-# target: lint - sqlfluff on the SQL sources, ruff on all Python, pgspot on the install script
+# Update scripts replace their own functions: CREATE OR REPLACE (pgspot PS002) cannot
+# take over another owner's function there, since PostgreSQL refuses to replace a
+# function that is not a member of the extension being updated.
+# target: lint - sqlfluff on the SQL sources, ruff on all Python, pgspot on the scripts
 lint: $(DATA_built)
 	$(PY) -m sqlfluff lint sql/src sql/updates
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	pgspot $(PGSPOT_FLAGS) $(EXT_SCRIPT)
+	$(if $(EXT_UPDATES),pgspot $(PGSPOT_FLAGS) --ignore PS002 $(EXT_UPDATES))
 
 # target: format - apply ruff format and the sqlfluff fixes
 format:
