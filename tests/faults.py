@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from typing import Self
 
 import psycopg
 from conftest import wait_until
@@ -54,20 +56,17 @@ def private_cluster(name: str) -> Iterator[Cluster]:
         server.destroy()
 
 
-class Workers:
-    """Worker threads, each looping ``CALL durable.run_worker()`` on its own
-    connection and reconnecting after errors (killed backend, crash, restart)."""
+class ThreadGroup:
+    """Threads that each run ``_loop`` from the start of a ``with`` block until its
+    end (``stop`` is set then; the threads are joined)."""
 
-    def __init__(self, server: Cluster, count: int, dbname: str = "postgres"):
-        self.server = server
-        self.dbname = dbname
+    def __init__(self, count: int):
         self.stop = threading.Event()
-        self.errors = 0
         self.threads = [
             threading.Thread(target=self._loop, daemon=True) for _ in range(count)
         ]
 
-    def __enter__(self) -> Workers:
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         return self
@@ -78,6 +77,30 @@ class Workers:
             thread.join(15)
 
     def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class Workers(ThreadGroup):
+    """Worker threads, each looping ``CALL durable.run_worker()`` on its own
+    connection and reconnecting after errors (killed backend, crash, restart).
+    ``errors`` counts the errors, ``by_sqlstate`` and ``messages`` describe them."""
+
+    def __init__(
+        self,
+        server: Cluster,
+        count: int,
+        dbname: str = "postgres",
+        max_runtime: str = "5 seconds",
+    ):
+        super().__init__(count)
+        self.server = server
+        self.dbname = dbname
+        self.max_runtime = max_runtime
+        self.errors = 0
+        self.by_sqlstate: Counter = Counter()
+        self.messages: list[str] = []
+
+    def _loop(self) -> None:
         while not self.stop.is_set():
             try:
                 with psycopg.connect(
@@ -85,10 +108,13 @@ class Workers:
                 ) as conn:
                     while not self.stop.is_set():
                         conn.execute(
-                            "call durable.run_worker(max_runtime => '5 seconds')"
+                            "call durable.run_worker(max_runtime => %s)",
+                            [self.max_runtime],
                         )
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 self.errors += 1
+                self.by_sqlstate[exc.sqlstate] += 1
+                self.messages.append(str(exc))
                 # Back-off before reconnecting while the server restarts.
                 self.stop.wait(0.1)
 

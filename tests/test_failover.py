@@ -34,6 +34,7 @@ import pytest
 from conftest import wait_until
 from faults import (
     CHAOS_WORKFLOWS,
+    ThreadGroup,
     Workers,
     assert_exactly_once,
     query,
@@ -53,32 +54,19 @@ STARTERS = 2
 STEP_SLEEP = 0.01
 
 
-class Starters:
+class Starters(ThreadGroup):
     """Client threads, each starting a run of ``app.five`` every ``pause`` seconds on
     its own connection until the connection breaks. ``acknowledged`` holds the id of
     every ``durable.start`` that returned; ``unanswered`` counts the threads whose
     connection broke (each one may have had one start in flight, outcome unknown)."""
 
     def __init__(self, server: Cluster, count: int, pause: float):
+        super().__init__(count)
         self.server = server
         self.pause = pause
-        self.stop = threading.Event()
         self.lock = threading.Lock()
         self.acknowledged: list[str] = []
         self.unanswered = 0
-        self.threads = [
-            threading.Thread(target=self._loop, daemon=True) for _ in range(count)
-        ]
-
-    def __enter__(self) -> Starters:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(15)
 
     def snapshot(self) -> list[str]:
         """The runs acknowledged so far."""

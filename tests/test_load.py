@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 from conftest import wait_until
-from faults import private_cluster, query
+from faults import Workers, private_cluster, query
 from pgcluster import Cluster
 from psycopg.types.json import Jsonb
 
@@ -211,45 +211,6 @@ def prepare(server: Cluster) -> None:
         )
         conn.execute(WORKFLOWS)
     wait_until(lambda: query(server, "show log_lock_waits")[0][0] == "on", timeout=10)
-
-
-class LoadWorkers:
-    """Worker threads looping ``CALL durable.run_worker()``, reconnecting after an
-    error; errors are recorded by SQLSTATE (none is expected)."""
-
-    def __init__(self, server: Cluster, count: int):
-        self.server = server
-        self.stop = threading.Event()
-        self.errors: Counter = Counter()
-        self.messages: list[str] = []
-        self.threads = [
-            threading.Thread(target=self._loop, daemon=True) for _ in range(count)
-        ]
-
-    def __enter__(self) -> LoadWorkers:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(15)
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.server.dsn(), autocommit=True, connect_timeout=5
-                ) as conn:
-                    while not self.stop.is_set():
-                        conn.execute(
-                            "call durable.run_worker(max_runtime => '2 seconds')"
-                        )
-            except psycopg.Error as exc:
-                self.errors[exc.sqlstate] += 1
-                self.messages.append(str(exc))
-                self.stop.wait(0.1)
 
 
 @dataclass
@@ -492,7 +453,7 @@ def by_sqlstate(errors: Counter) -> Counter:
 def check_errors(
     problems: list[str],
     clients: list[Client],
-    workers: LoadWorkers,
+    workers: Workers,
     final_errors: Counter,
     log: str,
 ) -> Counter:
@@ -503,9 +464,9 @@ def check_errors(
     if unexpected:
         messages = [m for c in clients for m in c.messages][:5]
         problems.append(f"unexpected client errors {unexpected}: {messages}")
-    if workers.errors:
+    if workers.by_sqlstate:
         problems.append(
-            f"worker errors {dict(workers.errors)}: {workers.messages[:5]}\n"
+            f"worker errors {dict(workers.by_sqlstate)}: {workers.messages[:5]}\n"
             + log_excerpt(log, ("durable worker:",))
         )
     if "deadlock detected" in log:
@@ -514,7 +475,7 @@ def check_errors(
             + log_excerpt(log, ("deadlock", "still waiting"))
         )
     logged, fatal = log_problems(log)
-    expected = by_sqlstate(errors) + workers.errors
+    expected = by_sqlstate(errors) + workers.by_sqlstate
     if logged != expected:
         extra = tuple(f" {s} " for s in set(logged) - set(expected))
         problems.append(
@@ -721,7 +682,11 @@ def test_load_clients_workers_retention(seconds: int):
         ]
         sampling = Every(server, 0.5, sampler(began))
         vacuuming = Every(server, 1.0, vacuum)
-        with LoadWorkers(server, WORKERS) as workers, sampling, vacuuming:
+        with (
+            Workers(server, WORKERS, max_runtime="2 seconds") as workers,
+            sampling,
+            vacuuming,
+        ):
             load_began = time.monotonic() - began
             for thread in threads:
                 thread.start()
@@ -764,7 +729,7 @@ def test_load_clients_workers_retention(seconds: int):
         f" runs); operations {dict(ops)};"
         f" errors by SQLSTATE {dict(by_sqlstate(errors))}"
         f" ({', '.join(f'{op} {st}: {n}' for (op, st), n in sorted(errors.items()))});"
-        f" worker errors {dict(workers.errors)};"
+        f" worker errors {dict(workers.by_sqlstate)};"
         f" lock waits over 1s {log.count('still waiting for')};"
         f" purged {youngest:.2f}-{oldest:.2f}s after finishing"
         f" (retention {RETENTION:g}s);"
