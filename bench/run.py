@@ -155,10 +155,7 @@ def wait_quiet(limit: float) -> None:
 
 def check_installed() -> None:
     """Stop unless the installed extension scripts are the ones the sources build."""
-    sharedir = subprocess.run(
-        ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    stale = stale_scripts(Path(sharedir) / "extension")
+    stale = stale_scripts()
     if stale:
         raise SystemExit(f"{stale[0]} is missing or stale: run make install")
 

@@ -8,10 +8,8 @@ own clone of it.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,18 +19,10 @@ from pgcluster import Cluster
 TEMPLATE = "durable_template"
 
 
-def extension_dir() -> Path:
-    """The server's directory of extension control and script files."""
-    sharedir = subprocess.run(
-        ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return Path(sharedir) / "extension"
-
-
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The session's throwaway cluster (removed at the end)."""
-    stale = stale_scripts(extension_dir())
+    stale = stale_scripts()
     if stale:
         pytest.exit(
             f"{', '.join(map(str, stale))} missing or older than the sources:"

@@ -45,10 +45,9 @@ def test_drop_extension_leaves_nothing_behind(scratch):
 def test_install_script_refuses_psql(cluster):
     import subprocess
 
-    from build_sql import extension_version
-    from conftest import extension_dir
+    from build_sql import extension_version, installed_extension_dir
 
-    script = extension_dir() / f"durable--{extension_version()}.sql"
+    script = installed_extension_dir() / f"durable--{extension_version()}.sql"
     result = subprocess.run(
         ["psql", cluster.dsn(), "-X", "-f", str(script)],
         capture_output=True,

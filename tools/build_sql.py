@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,9 +170,18 @@ def development_scripts() -> dict[str, str]:
     return scripts
 
 
-def stale_scripts(extension_dir: Path) -> list[Path]:
-    """The scripts of the version in development that are missing from
-    ``extension_dir`` or differ from what the sources build."""
+def installed_extension_dir() -> Path:
+    """The server's directory of extension control and script files (pg_config)."""
+    sharedir = subprocess.run(
+        ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return Path(sharedir) / "extension"
+
+
+def stale_scripts() -> list[Path]:
+    """The scripts of the version in development that are missing from the server's
+    extension directory or differ from what the sources build."""
+    extension_dir = installed_extension_dir()
     return [
         extension_dir / name
         for name, text in development_scripts().items()
