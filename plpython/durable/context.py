@@ -640,7 +640,7 @@ class WorkflowContext:
         self._step_to_commit = False
 
     def settle(self) -> None:
-        """Write the last step's checkpoint: the run is about to suspend."""
+        """Write the last step's checkpoint: the run is about to suspend or end."""
         self._write_checkpoint()
 
     def _commit(self) -> None:

@@ -147,11 +147,9 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple | None:
     except Exception as exc:
         _failed(state, wf, run, options, exc)
     else:
-        checkpoint = wf.last_checkpoint()
         if not run["parent_id"]:
-            return run["id"], result_json, checkpoint
-        if checkpoint is not None:
-            runs.save_step(db, run["id"], *checkpoint, new=True)
+            return run["id"], result_json, wf.last_checkpoint()
+        wf.settle()
         runs.finish(db, run, "succeeded", result_json, None)
     return None
 
@@ -393,13 +391,10 @@ def _work(
     else:
         deadline, timers = resumed["deadline"], resumed["timers"]
     slice_end = min(deadline, time.monotonic() + SLICE_SECONDS)
-    poll_interval = state.setting("worker.poll_interval")
-    housekeeping_every = state.setting("worker.housekeeping_interval")
     db.commit()
     done = True
     try:
-        done = _loop(state, role, queue, drain, slice_end, timers, poll_interval,
-                     housekeeping_every)  # fmt: skip
+        done = _loop(state, role, queue, drain, slice_end, timers)
         done = done or time.monotonic() >= deadline
     finally:
         db.rollback()
@@ -408,8 +403,12 @@ def _work(
         db.commit()
     if done:
         return None
-    return {"worker_id": worker_id, "role": role, "deadline": deadline,
-            "timers": timers}  # fmt: skip
+    return {
+        "worker_id": worker_id,
+        "role": role,
+        "deadline": deadline,
+        "timers": timers,
+    }
 
 
 def _loop(
@@ -419,12 +418,12 @@ def _loop(
     drain: bool,
     slice_end: float,
     timers: dict[str, float],
-    poll_interval: float,
-    housekeeping_every: float,
 ) -> bool:
     """Claim and execute runs until ``slice_end``; True when the worker is done
     (drained), False when it should go on in a new slice."""
     db = state.db
+    poll_interval = state.setting("worker.poll_interval")
+    housekeeping_every = state.setting("worker.housekeeping_interval")
     pause = MIN_POLL
     succeeded = None  # a run to finish with the next claim
     while time.monotonic() < slice_end:
