@@ -185,6 +185,13 @@ wf.step("gate", "select pg_advisory_xact_lock_shared({STEP_GATE})")
 return {{"done": True}}
 $$;
 
+create table if not exists app.probed (run_id uuid);
+create or replace function app.probed_insert(input jsonb) returns jsonb
+language plpython3u as $$
+wf.step("insert", "insert into app.probed values ($1)", [wf.run_id])
+return {{"done": True}}
+$$;
+
 create or replace function app.race_child(input jsonb) returns jsonb
 language plpython3u as $$
 return {{"square": wf.step("square", lambda n: n * n, input["n"])}}
@@ -342,3 +349,26 @@ execute function app.hold_child_end();
     assert run_state(conn, child)["result"] == {"square": 9}
     assert run_state(conn, parent)["status"] == "cancelled"
     assert interruptions(conn, parent) == interruptions(conn, child) == 0
+
+
+def test_cancel_while_the_step_infers_its_parameter_types(connect):
+    """The cancel's interrupt reaches the worker while it PREPAREs a SQL step to learn
+    its parameter types (here: waiting for a lock on the step's table). The interrupt
+    cancels the run; it is not mistaken for "types cannot be inferred", which would
+    run the step with text parameters and fail it with 42804."""
+    conn, gate = connect(), connect()
+    conn.execute(RACE_WORKFLOWS)
+    run = start(conn, "app.probed_insert", queue=RACE_QUEUE)
+    with gate.transaction():
+        gate.execute("lock table app.probed in access exclusive mode")
+        worker = race_worker(connect)
+        wait_for_lock(conn, worker.pid, "relation")
+        assert conn.execute("select durable.cancel(%s)", [run]).fetchone() == (True,)
+        wait_until(lambda: run_state(conn, run)["status"] == "cancelled")
+    assert worker.outcome() == "ok"
+    attempts = conn.execute(
+        "select error->>'sqlstate' from durable.step_attempts where run_id = %s",
+        [run],
+    ).fetchall()
+    assert attempts == []
+    assert conn.execute("select count(*) from app.probed").fetchone() == (0,)

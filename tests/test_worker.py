@@ -185,6 +185,22 @@ def test_parameter_types_come_from_the_statement(conn):
     assert result["plain"] == [{"v": "text value"}]
 
 
+def test_parameter_types_despite_a_probe_left_behind(connect):
+    """The statement that infers a SQL step's parameter types is a prepared statement,
+    which outlives a rollback: one left behind by an interrupted probe is replaced,
+    not taken as "cannot infer" (that would pass the uuid as text)."""
+    worker = connect()
+    worker.execute("prepare durable_parameter_probe as select 1")
+    run = start(worker, "app.typed_params")
+    drain(worker)
+    status, result, error = run_row(worker, run)
+    assert status == "succeeded", error
+    assert result["rows"][0]["ref"] == str(run)
+    assert worker.execute("select count(*) from pg_prepared_statements").fetchone() == (
+        0,
+    )
+
+
 def test_python_step_result_is_checkpointed(conn):
     run = start(conn, "app.python_step", {"values": [1, 2, 3]})
     drain(conn)

@@ -23,6 +23,11 @@ __all__ = ["check_single_statement", "run_sql", "value_type"]
 INVALID_PARAMETER = "22023"
 SYNTAX_ERROR = "42601"
 PROBE = "durable_parameter_probe"
+DUPLICATE_PREPARED_STATEMENT = "42P05"
+# SQLSTATE classes of errors about the session, not the statement: connection (08),
+# transaction rollback (40), resources (53), object state (55), operator
+# intervention (57: cancel, shutdown), system (58) and internal errors (XX).
+INTERRUPTION_CLASSES = frozenset({"08", "40", "53", "55", "57", "58", "XX"})
 JSON_TYPES = frozenset({"json", "jsonb"})
 TEXT_TYPES = frozenset({"text", "character varying", "character", "name"})
 
@@ -53,24 +58,40 @@ def _inferred_types(db: Database, sql: str) -> list[str] | None:
     key = ("parameter types", sql)
     if key in db.plans:
         return db.plans[key]
-    types = None
     try:
-        # plpy.prepare refuses a string with several statements, so nothing but the
-        # PREPARE can run here; the PREPARE itself parses and plans without executing.
-        db.plpy.execute(db.plpy.prepare(f"prepare {PROBE} as {sql}", []))
-    except Exception:  # plpy.SPIError: not preparable this way; use the values' types
-        pass
-    else:
-        row = db.one(
-            "select parameter_types::text[] as types"
-            " from pg_catalog.pg_prepared_statements where name = $1",
-            ["text"],
-            [PROBE],
-        )
-        db.plpy.execute(f"deallocate {PROBE}")
-        types = list(row["types"])
+        types = _probe_parameter_types(db, sql)
+    except Exception as exc:  # plpy.SPIError
+        # A cancel, a deadlock or a lost connection says nothing about the statement:
+        # it must reach the step, not turn into guessed types (and be cached).
+        if (getattr(exc, "sqlstate", None) or "")[:2] in INTERRUPTION_CLASSES:
+            raise
+        types = None  # not preparable this way; use the values' types
     db.plans[key] = types
     return types
+
+
+def _probe_parameter_types(db: Database, sql: str) -> list[str]:
+    """PREPARE ``sql`` (parsed and planned, not run) and read its parameter types."""
+    # plpy.prepare refuses a string with several statements, so nothing but the
+    # PREPARE can run here.
+    prepare = db.plpy.prepare(f"prepare {PROBE} as {sql}", [])
+    try:
+        db.plpy.execute(prepare)
+    except Exception as exc:  # plpy.SPIError
+        if getattr(exc, "sqlstate", None) != DUPLICATE_PREPARED_STATEMENT:
+            raise
+        # A probe interrupted before its DEALLOCATE: prepared statements outlive the
+        # rollback of the transaction that made them.
+        db.plpy.execute(f"deallocate {PROBE}")
+        db.plpy.execute(prepare)
+    row = db.one(
+        "select parameter_types::text[] as types"
+        " from pg_catalog.pg_prepared_statements where name = $1",
+        ["text"],
+        [PROBE],
+    )
+    db.plpy.execute(f"deallocate {PROBE}")
+    return list(row["types"])
 
 
 def _argument(value: Any, type_name: str) -> Any:
