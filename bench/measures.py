@@ -17,8 +17,8 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -179,6 +179,93 @@ def run_together(connections: Sequence[psycopg.Connection], sql: str) -> float:
     return elapsed
 
 
+Observer = Callable[[Sequence[int]], AbstractContextManager]
+
+
+def observed(
+    connections: Sequence[psycopg.Connection], sql: str, observe: Observer | None
+) -> float:
+    """:func:`run_together`, inside ``observe(backend pids)`` if given."""
+    if observe is None:
+        return run_together(connections, sql)
+    with observe([conn.info.backend_pid for conn in connections]):
+        return run_together(connections, sql)
+
+
+def cpu_ticks(pid: int) -> int:
+    """User and system CPU time a process has used, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class WaitSampler:
+    """What some backends do while they drain: their wait events, sampled from
+    pg_stat_activity every ``every`` seconds by a session of its own ("CPU" when a
+    backend is active without a wait event: running, or ready to run), and the CPU
+    time they use, from /proc. Use an instance as ``observe`` of a throughput
+    measurement, once."""
+
+    def __init__(self, bench: Bench, every: float = 0.005):
+        self.bench, self.every = bench, every
+        self.samples: dict[str, int] = {}
+        self.cpu_seconds = 0.0
+
+    @contextmanager
+    def __call__(self, pids: Sequence[int]) -> Iterator[None]:
+        stop = threading.Event()
+        session = self.bench.connect()
+
+        def sample() -> None:
+            while not stop.wait(self.every):
+                for (what,) in session.execute(
+                    "select coalesce(wait_event_type || ':' || wait_event, 'CPU')"
+                    " from pg_stat_activity where pid = any(%s) and state = 'active'",
+                    [list(pids)],
+                ):
+                    self.samples[what] = self.samples.get(what, 0) + 1
+
+        before = [cpu_ticks(pid) for pid in pids]
+        thread = threading.Thread(target=sample)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            session.close()
+        used = sum(cpu_ticks(pid) for pid in pids) - sum(before)
+        self.cpu_seconds = used / os.sysconf("SC_CLK_TCK")
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of the samples in each state, largest first."""
+        total = sum(self.samples.values()) or 1
+        ranked = sorted(self.samples.items(), key=lambda kv: kv[1], reverse=True)
+        return {what: n / total for what, n in ranked}
+
+
+def wait_profile(bench: Bench, tasks: int, runs: int) -> dict[str, Any]:
+    """Where the floor's backends and 1-step workers spend their time, with 1 and 2
+    of them: wait-event shares and CPU milliseconds per unit of work (the sampling
+    takes some CPU itself, so the rates measured here are not the bench's figures)."""
+    profile: dict[str, Any] = {}
+    for sessions in (1, 2):
+        for key, units in (("floor", tasks), ("one", runs)):
+            sampler = WaitSampler(bench)
+            if key == "floor":
+                floor_throughput(bench, units, sessions, observe=sampler)
+            else:
+                durable_throughput(bench, "bench.one", units, sessions, observe=sampler)
+            profile[f"{key}_{sessions}"] = {
+                "units": units,
+                "sessions": sessions,
+                "cpu_ms_per_unit": sampler.cpu_seconds * 1000 / units,
+                "samples": sum(sampler.samples.values()),
+                "shares": sampler.shares(),
+            }
+    return profile
+
+
 def wait_for(bench: Bench, sql: str, params: Sequence, timeout: float) -> None:
     """Poll ``sql`` (a boolean) every 20 ms until it is true."""
     deadline = time.monotonic() + timeout
@@ -188,8 +275,11 @@ def wait_for(bench: Bench, sql: str, params: Sequence, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def floor_throughput(bench: Bench, tasks: int, backends: int) -> dict[str, Any]:
-    """Tasks/s of the floor procedure draining ``tasks`` on ``backends`` sessions."""
+def floor_throughput(
+    bench: Bench, tasks: int, backends: int, observe: Observer | None = None
+) -> dict[str, Any]:
+    """Tasks/s of the floor procedure draining ``tasks`` on ``backends`` sessions
+    (watched by ``observe`` if given, as in :func:`durable_throughput`)."""
     bench.admin.execute("truncate bench.tasks")
     connections = [bench.connect() for _ in range(backends)]
     try:
@@ -209,7 +299,7 @@ def floor_throughput(bench: Bench, tasks: int, backends: int) -> dict[str, Any]:
         insert_seconds = time.perf_counter() - started
         bench.admin.execute("checkpoint")
         wal_before = bench.wal_position()
-        seconds = run_together(connections, FLOOR_DRAIN)
+        seconds = observed(connections, FLOOR_DRAIN, observe)
         wal_after = bench.wal_position()
     finally:
         for conn in connections:
@@ -228,7 +318,12 @@ def floor_throughput(bench: Bench, tasks: int, backends: int) -> dict[str, Any]:
 
 
 def durable_throughput(
-    bench: Bench, workflow: str, runs: int, workers: int, empty: bool = True
+    bench: Bench,
+    workflow: str,
+    runs: int,
+    workers: int,
+    empty: bool = True,
+    observe: Observer | None = None,
 ) -> dict[str, Any]:
     """Runs/s and steps/s of ``workers`` draining ``runs`` runs of ``workflow``.
 
@@ -238,6 +333,7 @@ def durable_throughput(
     it they keep their rows and are vacuumed instead (as autovacuum keeps them), and no
     checkpoint is taken (a bulk load just before has written the images of the pages
     it touched, as in a steady state where the next checkpoint is minutes away).
+    ``observe`` (given the workers' backend pids) watches the timed part.
     """
     if empty:
         bench.reset_durable()
@@ -260,7 +356,7 @@ def durable_throughput(
         if empty:
             bench.admin.execute("checkpoint")
         wal_before = bench.wal_position()
-        seconds = run_together(connections, DRAIN)
+        seconds = observed(connections, DRAIN, observe)
         wal_after = bench.wal_position()
     finally:
         for conn in connections:

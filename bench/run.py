@@ -281,6 +281,9 @@ def profile(bench: measures.Bench, plan: Plan) -> dict[str, Any]:
             bench, start % "'bench.ten'", measures.DRAIN, plan.profile_runs // 5
         ),
         "python": measures.python_profile(bench, plan.profile_runs),
+        "waits": measures.wait_profile(
+            bench, plan.profile_runs * 10, plan.profile_runs * 4
+        ),
     }
 
 
@@ -548,6 +551,23 @@ def profile_summary(results: dict[str, Any]) -> str:
         f" ms): plpy.commit {py['commit_ms_per_run']:.3f} ms, plpy.execute"
         f" {py['execute_ms_per_run']:.3f} ms, Python {py['python_ms_per_run']:.3f} ms"
     )
+    lines.append(
+        "Where the backends spend their time (pg_stat_activity every 5 ms, CPU"
+        " from /proc):"
+    )
+    for key, label in (("floor", "floor"), ("one", "1-step")):
+        for sessions in (1, 2):
+            waits = p["waits"][f"{key}_{sessions}"]
+            shares = [
+                f"{what} {share:.0%}"
+                for what, share in waits["shares"].items()
+                if share >= 0.01
+            ]
+            lines.append(
+                f"  {label}, {sessions} {'backend' if key == 'floor' else 'worker'}"
+                f"{'s' if sessions > 1 else ''}: {waits['cpu_ms_per_unit']:.3f} ms CPU"
+                f" per {'task' if key == 'floor' else 'run'}; " + ", ".join(shares)
+            )
     spi = [s for s in results["rss"]["samples"] if "spi_proc_bytes" in s]
     if len(spi) >= 2:
         a, b = spi[0], spi[-1]
