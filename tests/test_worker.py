@@ -196,9 +196,11 @@ def test_parameter_types_despite_a_probe_left_behind(connect):
     status, result, error = run_row(worker, run)
     assert status == "succeeded", error
     assert result["rows"][0]["ref"] == str(run)
-    assert worker.execute("select count(*) from pg_prepared_statements").fetchone() == (
-        0,
-    )
+    probes = worker.execute(
+        "select count(*) from pg_prepared_statements"
+        " where name = 'durable_parameter_probe'"
+    ).fetchone()
+    assert probes == (0,)
 
 
 def test_python_step_result_is_checkpointed(conn):
