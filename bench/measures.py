@@ -192,10 +192,16 @@ def observed(
         return run_together(connections, sql)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command: state, ppid, ..., utime
+    (index 11), stime, cutime, cstime."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def cpu_ticks(pid: int) -> int:
     """User and system CPU time a process has used, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return int(fields[11]) + int(fields[12])
 
 
@@ -884,11 +890,10 @@ class CpuLedger:
             if not entry.isdigit():
                 continue
             try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                fields = proc_stat(int(entry))
             except OSError:  # the process ended meanwhile
                 continue
-            # After the command: state, ppid, ..., utime (12), stime, cutime, cstime.
+            # ppid, and the CPU time of the process and its waited-for children.
             processes[int(entry)] = (int(fields[1]), sum(map(int, fields[11:15])))
         ours = 0
         for pid, (_, ticks) in processes.items():

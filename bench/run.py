@@ -555,7 +555,8 @@ def profile_summary(results: dict[str, Any]) -> str:
         "Where the backends spend their time (pg_stat_activity every 5 ms, CPU"
         " from /proc):"
     )
-    for key, label in (("floor", "floor"), ("one", "1-step")):
+    for key, label, session, unit in (("floor", "floor", "backend", "task"),
+                                      ("one", "1-step", "worker", "run")):  # fmt: skip
         for sessions in (1, 2):
             waits = p["waits"][f"{key}_{sessions}"]
             shares = [
@@ -563,10 +564,11 @@ def profile_summary(results: dict[str, Any]) -> str:
                 for what, share in waits["shares"].items()
                 if share >= 0.01
             ]
+            plural = "s" if sessions > 1 else ""
             lines.append(
-                f"  {label}, {sessions} {'backend' if key == 'floor' else 'worker'}"
-                f"{'s' if sessions > 1 else ''}: {waits['cpu_ms_per_unit']:.3f} ms CPU"
-                f" per {'task' if key == 'floor' else 'run'}; " + ", ".join(shares)
+                f"  {label}, {sessions} {session}{plural}:"
+                f" {waits['cpu_ms_per_unit']:.3f} ms CPU per {unit}; "
+                + ", ".join(shares)
             )
     spi = [s for s in results["rss"]["samples"] if "spi_proc_bytes" in s]
     if len(spi) >= 2:
