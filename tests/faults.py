@@ -187,7 +187,7 @@ def assert_exactly_once(server: Cluster, runs: int) -> None:
     orphans = query(
         server,
         "select count(*) from durable._runs as r where r.status = 'running'"
-        " and not exists (select from pg_locks as l where l.locktype = 'advisory'"
-        " and l.classid = 1146442306 and l.objid = r.worker_id and l.granted)",
+        " and not exists (select from durable._workers as w where w.id = r.worker_id"
+        " and durable._backend_alive(w.pid, w.backend_start, w.role))",
     )[0][0]
     assert orphans == 0

@@ -268,9 +268,8 @@ def fail_over(
     ]
     figures["dead_workers"] = query(
         standby,
-        "select count(*) from durable._workers as w where not exists ("
-        " select from pg_locks as l where l.locktype = 'advisory'"
-        " and l.classid = 1146442306 and l.objid = w.id and l.granted)",
+        "select count(*) from durable._workers as w"
+        " where not durable._backend_alive(w.pid, w.backend_start, w.role)",
     )[0][0]
     # Runs were running when the primary died, each held by a (now dead) worker.
     assert 1 <= figures["in_flight"] <= figures["dead_workers"] <= WORKERS

@@ -155,27 +155,34 @@ def test_workers_view_while_a_worker_runs_and_after(conn, connect):
     assert conn.execute("select count(*) from durable.workers").fetchone()[0] == 0
 
 
-def test_worker_is_alive_only_while_its_lock_is_held_in_this_database(
-    conn, connect, cluster
+def test_worker_is_alive_only_while_the_backend_that_registered_it_exists(
+    conn, connect
 ):
-    worker_id = conn.execute(
-        "insert into durable._workers (pid, queue) values (0, null) returning id"
+    holder = connect()
+    worker_id = holder.execute(
+        "select id from durable._worker_register(null)"
     ).fetchone()[0]
 
-    def alive():
+    def alive(worker: int) -> bool:
         return conn.execute(
-            "select alive from durable.workers where id = %s", [worker_id]
+            "select alive from durable.workers where id = %s", [worker]
         ).fetchone()[0]
 
-    assert alive() is False
-    with psycopg.connect(cluster.dsn(), autocommit=True) as elsewhere:
-        elsewhere.execute("select pg_advisory_lock(1146442306, %s)", [worker_id])
-        assert alive() is False  # a lock in another database does not count
-    holder = connect()
-    holder.execute("select pg_advisory_lock(1146442306, %s)", [worker_id])
-    assert alive() is True
-    holder.close()  # the backend releases its locks as it exits, a moment later
-    wait_until(lambda: alive() is False)
+    assert alive(worker_id) is True
+    # The same pid with another start time is another backend: not that worker.
+    forged = conn.execute(
+        "insert into durable._workers (pid, backend_start, role)"
+        " select pid, backend_start - interval '1 second', usename"
+        " from pg_stat_activity where pid = %s returning id",
+        [holder.info.backend_pid],
+    ).fetchone()[0]
+    assert alive(forged) is False
+    # An advisory lock proves nothing (0.2.0 took one per worker; anyone can).
+    conn.execute("select pg_advisory_lock(1146442306, %s)", [forged])
+    assert alive(forged) is False
+    conn.execute("select pg_advisory_unlock(1146442306, %s)", [forged])
+    holder.close()  # the backend ends a moment later
+    wait_until(lambda: alive(worker_id) is False)
 
 
 # ---------------------------------------------------------------------- failures
@@ -498,7 +505,10 @@ def test_top_once_prints_queues_workers_and_failures(conn, cluster, dbname, caps
     work_until_finished(conn, [failed])
     for _ in range(2):
         start(conn, "obs.ok", queue="topq")
-    conn.execute("insert into durable._workers (pid, queue) values (0, 'topq')")
+    conn.execute(
+        "insert into durable._workers (pid, backend_start, role, queue)"
+        " values (0, now(), current_user, 'topq')"
+    )
 
     code = main(["--dsn", cluster.dsn(dbname), "top", "--once"])
     out, err = capsys.readouterr()

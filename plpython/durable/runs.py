@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .db import Database
+from .errors import UNDECODABLE
 from .payloads import decode
 
 __all__ = [
-    "WORKER_LOCK_CLASS",
     "cancel_runs",
     "children_state",
     "claim",
@@ -24,10 +24,12 @@ __all__ = [
     "has_compensations",
     "load_checkpoints",
     "may_resume",
-    "pin_version",
+    "pin_branch_version",
+    "publish_step",
     "reclaim_orphans",
     "record_attempt",
     "release_worker_runs",
+    "reset_interruptions",
     "run_flags",
     "save_step",
     "schedule_retry",
@@ -36,141 +38,66 @@ __all__ = [
     "wake_if_ready",
 ]
 
-# Advisory lock (WORKER_LOCK_CLASS, worker id) is held by each live worker.
-# Worker-side timestamps are the clock's: inside the worker's CALL, now() is the start
-# of the current transaction (which begins right after the previous commit, before an
-# idle pause) and statement_timestamp() the start of the whole CALL. The claim takes
-# the time as a parameter ($3), so that the index can still use it.
-WORKER_LOCK_CLASS = 1146442306
+# Every write goes through a SECURITY DEFINER function of durable (sql/src/200-worker.sql)
+# that acts only on the session user's runs: the worker's role holds no write privilege
+# on durable's tables. Worker-side timestamps are the clock's: inside the worker's CALL,
+# now() is the start of the current transaction; the claim takes the time as a
+# parameter, so that the index can still use it.
 
-READY = (
-    "r.status in ('pending', 'sleeping', 'waiting')"
-    " and r.wake_at <= pg_catalog.to_timestamp($3)"
-)
-
-SAVE_STEP = (
-    "insert into durable._steps as s (run_id, seq, name, kind, status, attempts,"
-    " output, error, started_at, finished_at) values ($1, $2, $3, $4, $5, $6, $7,"
-    " $8, pg_catalog.to_timestamp($9), pg_catalog.clock_timestamp())"
-)
-SAVE_STEP_AGAIN = (
-    SAVE_STEP + " on conflict (run_id, seq) do update set status = excluded.status,"
-    " attempts = excluded.attempts, output = excluded.output,"
-    " error = excluded.error, finished_at = excluded.finished_at"
-)
 SAVE_STEP_TYPES = (
     "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
     "double precision",
 )  # fmt: skip
 
-# The claim can also finish the run executed before it ($5 its result, $6 its id), in
-# the same statement, and write the checkpoint of its last step ($7 to $14, as
-# save_step): a succeeded run without a parent needs nothing else.
-SAVE_LAST_STEP = """
-saved as (
-    insert into durable._steps (
-        run_id, seq, name, kind, status, attempts, output, error, started_at,
-        finished_at
-    )
-    values (
-        $6, $7, $8, $9, $10, $11, $12, $13, pg_catalog.to_timestamp($14),
-        pg_catalog.clock_timestamp()
-    )
-),
-"""
-
-FINISH_SUCCEEDED = """
-finished as (
-    update durable._runs
-    set status = 'succeeded', result = $5, error = null, worker_id = null,
-        wake_at = null, waiting_for = null,
-        finished_at = pg_catalog.clock_timestamp()
-    where id = $6
-),
-"""
-
-CLAIM = """
-with {finish}next_run as (
-    select r.id, r.started_at is not null as resumed
-    from durable._runs as r
-    where r.owner = $2 and {ready} {queue_filter}
-        and current_user = $2 and session_user = $2
-    order by r.priority desc, r.wake_at
-    limit 1
-    for update skip locked
-)
-update durable._runs as r
-set status = 'running',
-    worker_id = $1,
-    waiting_for = null,
-    started_at = coalesce(r.started_at, pg_catalog.clock_timestamp())
-from next_run
-where r.id = next_run.id
-returning r.id, r.workflow, r.version_id, r.input::text as input, r.attempt,
-    next_run.resumed, r.cancel_requested, r.interruptions, r.parent_id, r.queue,
-    r.error::text as error, extract(epoch from r.started_at)::float8 as started_at
-"""
-
-CLAIMS = {
-    (finish, save, queue): CLAIM.format(
-        finish=(SAVE_LAST_STEP if save else "") + (FINISH_SUCCEEDED if finish else ""),
-        ready=READY,
-        queue_filter="and r.queue = $4" if queue else "",
-    )
-    for finish in (False, True)
-    for save in (False, True)
-    for queue in (False, True)
-    if finish or not save
-}
 CLAIM_TYPES = [
-    "integer", "name", "double precision", "text", "jsonb", "uuid",
-    *SAVE_STEP_TYPES[1:],
+    "integer", "double precision", "text", "uuid", "jsonb", *SAVE_STEP_TYPES[1:],
 ]  # fmt: skip
-
-# A worker is alive while it holds its advisory lock in this database.
-WORKER_ALIVE = f"""
-exists (
-    select from pg_catalog.pg_locks as l
-    where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-        and l.database = (
-            select d.oid from pg_catalog.pg_database as d
-            where d.datname = pg_catalog.current_database()
-        )
-        and l.classid = {WORKER_LOCK_CLASS} and l.objid = {{worker}}::oid
-)
-"""
+CLAIMS = {
+    count: "select * from durable._claim("
+    + ", ".join(f"${n}" for n in range(1, count + 1))
+    + ")"
+    for count in (3, 5, 13)
+}
 
 
 def claim(
     db: Database,
     worker_id: int,
-    role: str,
     queue: str | None,
     succeeded: tuple | None = None,
 ) -> dict[str, Any] | None:
-    """Mark the best ready run of ``role`` as running on this worker (or None).
+    """Mark the best ready run of the worker's role as running on it (or None).
 
     ``succeeded`` is ``(id, result JSON, checkpoint or None)`` of a run without a
     parent that this worker just executed: the same statement writes the checkpoint
     of its last step (a new row, as save_step takes it) and finishes it. The claim
-    finds nothing while the session is not ``role`` (a step's SET ROLE that the
-    worker has not undone yet).
+    finds nothing while the session is not the worker's role (a step's SET ROLE that
+    the worker has not undone yet). A run whose input or error the engine cannot
+    decode comes back with ``undecodable`` set, for the worker to fail that run alone.
     """
-    args = [worker_id, role, time.time(), queue]
-    checkpoint = None
+    args = [worker_id, time.time(), queue]
     if succeeded is not None:
         run_id, result_json, checkpoint = succeeded
-        args += [result_json, run_id]
+        args += [run_id, result_json]
         if checkpoint is not None:
             args += list(checkpoint)
-    sql = CLAIMS[(succeeded is not None, checkpoint is not None, queue is not None)]
-    row = db.one(sql, CLAIM_TYPES[: len(args)], args)
+    row = db.one(CLAIMS[len(args)], CLAIM_TYPES[: len(args)], args)
     if row is None:
         return None
     run = dict(row)
-    run["input"] = decode(run["input"])
-    run["error"] = decode(run["error"])
     run["id"] = str(run["id"])
+    try:
+        run["input"] = decode(run["input"])
+        run["error"] = decode(run["error"])
+    except (ValueError, RecursionError) as exc:
+        run["input"] = run["error"] = None
+        run["undecodable"] = {
+            "sqlstate": UNDECODABLE,
+            "message": f"run {run['id']} of workflow {run['workflow']} cannot be"
+            f" decoded: {type(exc).__name__}: {exc}",
+            "hint": "Its input is nested deeper than the engine can read; start it"
+            " again with a flatter input (see the setting limits.max_payload_depth).",
+        }
     return run
 
 
@@ -210,14 +137,13 @@ def save_step(
     avoids the speculative insertion of ON CONFLICT.
     """
     db.execute(
-        SAVE_STEP if new else SAVE_STEP_AGAIN,
-        SAVE_STEP_TYPES,
+        "select durable._save_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        [*SAVE_STEP_TYPES, "boolean"],
         [
             run_id, seq, name, kind, status, attempts, output_json, error_json,
-            started_at,
+            started_at, new,
         ],
     )  # fmt: skip
-
 
 def record_attempt(
     db: Database,
@@ -230,14 +156,10 @@ def record_attempt(
 ) -> None:
     """Keep the error of one failed attempt of a step."""
     db.execute(
-        "insert into durable._step_attempts"
-        " (run_id, seq, run_attempt, attempt, name, error, started_at, finished_at)"
-        " values ($1, $2, $3, $4, $5, $6, pg_catalog.to_timestamp($7),"
-        " pg_catalog.clock_timestamp()) on conflict do nothing",
-        ["uuid", "integer", "integer", "integer", "text", "jsonb", "double precision"],
-        [run["id"], seq, run["attempt"], attempt, name, json.dumps(error), started_at],
+        "select durable._record_attempt($1, $2, $3, $4, $5, $6)",
+        ["uuid", "integer", "integer", "text", "jsonb", "double precision"],
+        [run["id"], seq, attempt, name, json.dumps(error), started_at],
     )
-
 
 def suspend(
     db: Database,
@@ -248,39 +170,16 @@ def suspend(
 ) -> None:
     """Park a run (sleeping or waiting) until ``wake_at`` (epoch) or a wake-up."""
     db.execute(
-        "update durable._runs set status = $2, worker_id = null, waiting_for = $4,"
-        " interruptions = 0,"
-        " wake_at = case when $3 is null then null else pg_catalog.to_timestamp($3) end"
-        " where id = $1",
+        "select durable._suspend($1, $2, $3, $4)",
         ["uuid", "text", "double precision", "text"],
         [run_id, status, wake_at, waiting_for],
     )
 
-
 def wake_if_ready(db: Database, run_id: str, waiting_for: str) -> None:
-    """Wake a waiting run whose signal or children arrived while it was suspending.
-
-    Runs after the suspension committed, so it sees every signal or child that
-    committed before; anything committing later wakes the run itself.
-    """
-    if waiting_for.startswith("signal:"):
-        condition = (
-            "exists (select from durable._signals as s where s.run_id = r.id"
-            " and s.name = substr(r.waiting_for, 8) and s.consumed_seq is null)"
-        )
-    else:
-        condition = (
-            "exists (select from durable._runs as c where c.parent_id = r.id"
-            " and c.status in ('succeeded', 'failed', 'cancelled')"
-            " and c.id = any(string_to_array(substr(r.waiting_for, 10), ',')::uuid[]))"
-        )
+    """Wake a waiting run whose signal or children arrived while it was suspending."""
     db.execute(
-        "update durable._runs as r set wake_at = pg_catalog.clock_timestamp()"
-        f" where r.id = $1 and r.status = 'waiting' and {condition}",
-        ["uuid"],
-        [run_id],
+        "select durable._wake_if_ready($1, $2)", ["uuid", "text"], [run_id, waiting_for]
     )
-
 
 def finish(
     db: Database,
@@ -290,70 +189,75 @@ def finish(
     error: dict | None,
 ) -> None:
     """Give a run its final state, and wake its parent if the parent waits."""
-    if run.get("parent_id"):
-        # Always lock the parent row: a parent moving to "waiting" at this moment then
-        # waits for this commit and sees the child finished when it looks again. The
-        # parent is locked before the child, in the order durable.cancel() locks a
-        # tree, so that the two cannot deadlock.
-        db.execute(
-            "update durable._runs set wake_at = case when status = 'waiting'"
-            " then pg_catalog.clock_timestamp() else wake_at end where id = $1",
-            ["uuid"],
-            [run["parent_id"]],
-        )
     db.execute(
-        "update durable._runs set status = $2, result = $3, error = $4,"
-        " worker_id = null, wake_at = null, waiting_for = null,"
-        " finished_at = pg_catalog.clock_timestamp() where id = $1",
+        "select durable._finish($1, $2, $3, $4)",
         ["uuid", "text", "jsonb", "jsonb"],
         [run["id"], status, result_json, None if error is None else json.dumps(error)],
     )
 
-
 def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) -> None:
     """Attempt a failed run again at ``wake_at``, forgetting the step that failed it."""
     db.execute(
-        "delete from durable._steps"
-        " where run_id = $1 and seq = $2 and status = 'failed'",
-        ["uuid", "integer"],
-        [run["id"], seq],
-    )
-    db.execute(
-        "update durable._runs set status = 'sleeping', attempt = attempt + 1,"
-        " worker_id = null, interruptions = 0,"
-        " wake_at = pg_catalog.to_timestamp($2) where id = $1",
-        ["uuid", "double precision"],
-        [run["id"], wake_at],
+        "select durable._schedule_retry($1, $2, $3)",
+        ["uuid", "double precision", "integer"],
+        [run["id"], wake_at, seq],
     )
 
+def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
+    """None when the run's owner may still execute its workflow, else the error.
 
-def may_resume(db: Database, workflow: str) -> bool:
-    """True unless the workflow is a function the worker's role may not execute."""
-    return bool(
-        db.one(
-            "select coalesce(pg_catalog.has_function_privilege("
-            "pg_catalog.to_regproc($1), 'execute'), true) as allowed",
-            ["text"],
-            [workflow],
-        )["allowed"]
+    Fails closed: a Python workflow is looked up by its exact signature
+    ``name(jsonb)``, so a dropped function, or one only overloaded, stops the run;
+    a SQL workflow must still be defined.
+    """
+    row = db.one(
+        "select v.kind, case when v.kind = 'python'"
+        " then pg_catalog.to_regprocedure($1 || '(jsonb)')::oid end as fn,"
+        " v.kind = 'sql' and exists (select from durable._sql_workflows as w"
+        " where w.name = $1) as defined"
+        " from durable._workflow_versions as v where v.id = $2",
+        ["text", "bigint"],
+        [run["workflow"], run["version_id"]],
     )
-
+    workflow = run["workflow"]
+    if row is None or (row["kind"] == "sql" and not row["defined"]):
+        return {
+            "sqlstate": "42883",
+            "message": f'workflow "{workflow}" no longer exists; run {run["id"]}'
+            " cannot resume",
+            "hint": "Define the workflow again and call durable.retry(), or cancel"
+            " the run.",
+        }
+    if row["kind"] == "sql":
+        return None
+    if row["fn"] is None:
+        return {
+            "sqlstate": "42883",
+            "message": f'workflow function "{workflow}(jsonb)" no longer exists;'
+            f" run {run['id']} cannot resume",
+            "hint": "Create the function again and call durable.retry(), or cancel"
+            " the run.",
+        }
+    allowed = db.one(
+        "select pg_catalog.has_function_privilege($1::regprocedure, 'execute') as ok",
+        ["oid"],
+        [row["fn"]],
+    )["ok"]
+    if allowed:
+        return None
+    return {
+        "sqlstate": "42501",
+        "message": f'permission denied to resume workflow "{workflow}"',
+        "hint": "The run's owner lost EXECUTE on the workflow function.",
+    }
 
 def run_flags(db: Database, run_id: str) -> dict[str, Any]:
     """The flags another session may have set on a running run (cancel, deadline).
 
-    FOR SHARE waits for a durable.cancel() that is still in progress: it interrupts
-    the worker before it commits, and holds the run's row lock until then.
+    Waits for a durable.cancel() that is still in progress: it interrupts the worker
+    before it commits, and holds the run's row lock until then.
     """
-    return db.one(
-        "select r.cancel_requested,"
-        " coalesce(w.step_deadline < pg_catalog.clock_timestamp(), false) as timed_out"
-        " from durable._runs as r left join durable._workers as w on w.id = r.worker_id"
-        " where r.id = $1 for share of r",
-        ["uuid"],
-        [run_id],
-    )
-
+    return db.one("select * from durable._run_flags($1)", ["uuid"], [run_id])
 
 def has_compensations(db: Database, run_id: str) -> bool:
     """True when the run registered compensations that may have to run."""
@@ -370,17 +274,13 @@ def has_compensations(db: Database, run_id: str) -> bool:
 def consume_signal(db: Database, run_id: str, name: str, seq: int) -> tuple[bool, Any]:
     """Take the oldest unconsumed signal ``name`` of a run for step ``seq``."""
     row = db.one(
-        "update durable._signals set consumed_seq = $3 where id = ("
-        " select id from durable._signals where run_id = $1 and name = $2"
-        " and consumed_seq is null order by id limit 1)"
-        " returning payload::text as payload",
+        "select * from durable._consume_signal($1, $2, $3)",
         ["uuid", "text", "integer"],
         [run_id, name, seq],
     )
-    if row is None:
+    if not row["consumed"]:
         return False, None
     return True, decode(row["payload"])
-
 
 def start_child(
     db: Database, parent_id: str, workflow: str, child_input: Any, options: dict
@@ -403,15 +303,9 @@ def start_child(
     return str(row["id"])
 
 
-def pin_version(db: Database, run_id: str, version_id: int) -> None:
-    """Make a run execute one particular version of its workflow."""
-    db.execute(
-        "update durable._runs set version_id = $2, original_version_id = $2"
-        " where id = $1",
-        ["uuid", "bigint"],
-        [run_id, version_id],
-    )
-
+def pin_branch_version(db: Database, child_id: str) -> None:
+    """Make a child run of the same SQL workflow execute its parent's version."""
+    db.execute("select durable._pin_branch_version($1)", ["uuid"], [child_id])
 
 def children_state(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Status, result and error of child runs, by id."""
@@ -442,24 +336,11 @@ def cancel_runs(db: Database, ids: Sequence[str], reason: str) -> None:
 def reclaim_orphans(db: Database) -> int:
     """Put running runs whose worker is gone back in line; returns how many.
 
-    A worker holds its advisory lock for life, so a missing lock means the backend
-    ended (kill -9, pg_terminate_backend, crash). The interrupted step will count
-    as a failed attempt when the run resumes.
+    A worker is alive while its backend (pid, start time, role) exists, so a run of
+    a worker that ended (kill -9, pg_terminate_backend, crash) is reclaimed at once.
+    The interrupted step will count as a failed attempt when the run resumes.
     """
-    rows = db.execute(
-        "update durable._runs as r set status = 'pending', worker_id = null,"
-        " wake_at = pg_catalog.clock_timestamp(),"
-        " interruptions = r.interruptions + 1"
-        " where r.status = 'running' and not "
-        + WORKER_ALIVE.format(worker="r.worker_id")
-        + " returning r.id"
-    )
-    db.execute(
-        "delete from durable._workers as w where not "
-        + WORKER_ALIVE.format(worker="w.id")
-    )
-    return rows.nrows()
-
+    return db.one("select durable._reclaim_orphans() as n")["n"]
 
 def release_worker_runs(db: Database, worker_id: int, interrupted: bool = True) -> int:
     """Put the runs a worker still holds back in line; returns how many.
@@ -467,12 +348,24 @@ def release_worker_runs(db: Database, worker_id: int, interrupted: bool = True) 
     ``interrupted`` counts it as an interrupted attempt (charged to the step the run
     resumes at), for a worker that stops in the middle of a run.
     """
-    rows = db.execute(
-        "update durable._runs set worker_id = null,"
-        " wake_at = pg_catalog.clock_timestamp(),"
-        " status = 'pending', interruptions = interruptions + $2::integer"
-        " where worker_id = $1 and status = 'running' returning id",
+    return db.one(
+        "select durable._release_worker_runs($1, $2) as n",
         ["integer", "boolean"],
         [worker_id, interrupted],
+    )["n"]
+
+
+def reset_interruptions(db: Database, run_id: str) -> None:
+    """Forget a running run's interrupted attempts once they have been recorded."""
+    db.execute("select durable._reset_interruptions($1)", ["uuid"], [run_id])
+
+
+def publish_step(
+    db: Database, worker_id: int, run_id: str, timeout_s: float | None
+) -> None:
+    """Publish the deadline of the step the worker runs (None: no step timeout)."""
+    db.execute(
+        "select durable._worker_step($1, $2, $3)",
+        ["integer", "uuid", "double precision"],
+        [worker_id, run_id, timeout_s],
     )
-    return rows.nrows()

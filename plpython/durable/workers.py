@@ -1,8 +1,8 @@
 """The worker loop behind ``CALL durable.run_worker()``.
 
 This is the only place that commits (the workflow context commits through the same
-handle while the worker executes a run). A worker registers itself, takes its session
-advisory lock, then loops: housekeeping (reclaim runs of dead workers, enforce step
+handle while the worker executes a run). A worker registers itself (its backend's pid
+and start time: it is alive while that backend exists), then loops: housekeeping (reclaim runs of dead workers, enforce step
 timeouts) about once a second, claim a ready run, execute it, and poll with a short
 back-off when nothing is ready. The last write of a run (its end, or its suspension)
 commits together with the claim of the next run.
@@ -10,7 +10,11 @@ commits together with the claim of the next run.
 ``durable.run_worker`` calls the PL/Python procedure in slices of a few seconds, each
 one a ``CALL`` of its own, so that the memory PL/Python keeps for the duration of a
 call is freed regularly and each slice loads the engine of the installed version. The
-worker keeps its id and advisory lock from slice to slice.
+worker keeps its id from slice to slice.
+
+The worker's role holds no write privilege on durable's tables: every write goes
+through a SECURITY DEFINER function that acts only on the session user's runs and on
+the worker this backend registered (see runs.py).
 """
 
 from __future__ import annotations
@@ -105,11 +109,15 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple | None:
     db = state.db
     run["worker_id"] = state.worker_id
     options = state.workflow_options(run["workflow"])
+    if "undecodable" in run:
+        runs.finish(db, run, "failed", None, run["undecodable"])
+        return None
     if run["cancel_requested"] and not runs.has_compensations(db, run["id"]):
         runs.finish(db, run, "cancelled", None, run["error"] or _cancelled())
         return None
-    if run["resumed"] and not runs.may_resume(db, run["workflow"]):
-        runs.finish(db, run, "failed", None, _not_permitted(run["workflow"]))
+    refused = runs.may_resume(db, run) if run["resumed"] else None
+    if refused is not None:
+        runs.finish(db, run, "failed", None, refused)
         return None
     checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
     deadline = None
@@ -191,14 +199,6 @@ def _end(
     runs.finish(db, run, status, None, error)
 
 
-def _not_permitted(workflow: str) -> dict[str, Any]:
-    return {
-        "sqlstate": "42501",
-        "message": f'permission denied to resume workflow "{workflow}"',
-        "hint": "The run's owner lost EXECUTE on the workflow function.",
-    }
-
-
 def _cancelled() -> dict[str, Any]:
     return {"sqlstate": RUN_CANCELLED, "message": "cancelled"}
 
@@ -224,13 +224,7 @@ def housekeeping(state: WorkerState) -> bool:
     )
     db.commit()
     db.execute(
-        "select case when w.step_deadline < pg_catalog.clock_timestamp()"
-        " - make_interval(secs => $1)"
-        " then pg_catalog.pg_terminate_backend(w.pid)"
-        " else pg_catalog.pg_cancel_backend(w.pid) end"
-        " from durable._workers as w"
-        " where w.step_deadline < pg_catalog.clock_timestamp()"
-        " and w.pid <> pg_catalog.pg_backend_pid()",
+        "select durable._interrupt_overdue_steps($1)",
         ["double precision"],
         [state.setting("step.terminate_after")],
     )
@@ -270,32 +264,18 @@ def _runtime_budget(db: Database, max_runtime: str | None, margin: float) -> flo
 
 
 def _register(db: Database, queue: str | None) -> tuple[int, str]:
-    """Insert this worker's row and take its lifetime advisory lock.
+    """Register this backend as a worker.
 
     Returns the worker id and its role: the session user, whose runs it executes.
     """
     row = db.one(
-        "insert into durable._workers (queue) values ($1) returning id, role::text",
-        ["text"],
-        [queue],
+        "select id, role::text from durable._worker_register($1)", ["text"], [queue]
     )
-    worker_id = row["id"]
-    db.execute(
-        "select pg_catalog.pg_advisory_lock($1, $2)",
-        ["integer", "integer"],
-        [runs.WORKER_LOCK_CLASS, worker_id],
-    )
-    return worker_id, row["role"]
+    return row["id"], row["role"]
 
 
 def _unregister(db: Database, worker_id: int) -> None:
-    runs.release_worker_runs(db, worker_id)
-    db.execute("delete from durable._workers where id = $1", ["integer"], [worker_id])
-    db.execute(
-        "select pg_catalog.pg_advisory_unlock($1, $2)",
-        ["integer", "integer"],
-        [runs.WORKER_LOCK_CLASS, worker_id],
-    )
+    db.execute("select durable._worker_unregister($1)", ["integer"], [worker_id])
 
 
 def _restore_role(db: Database, role: str) -> bool:
@@ -314,12 +294,7 @@ def _restore_role(db: Database, role: str) -> bool:
 
 
 def _heartbeat(db: Database, worker_id: int) -> None:
-    db.execute(
-        "update durable._workers set heartbeat_at = pg_catalog.clock_timestamp()"
-        " where id = $1",
-        ["integer"],
-        [worker_id],
-    )
+    db.execute("select durable._worker_heartbeat($1)", ["integer"], [worker_id])
 
 
 def _begin(db: Database) -> None:
@@ -440,7 +415,7 @@ def _loop(
                 timers["schedules"] = _fire_schedules(state)
             # The claim commits with the last write of the run executed before it,
             # and finishes that run if it succeeded.
-            run = runs.claim(db, state.worker_id, role, queue, succeeded)
+            run = runs.claim(db, state.worker_id, queue, succeeded)
             succeeded = None
             db.commit()
             if run is not None:
@@ -481,16 +456,9 @@ def _cancel_arrived_late(state: WorkerState) -> bool:
     """
     db = state.db
     db.rollback()
-    # FOR SHARE waits for the durable.cancel() in progress to commit.
     cancelled = db.one(
-        "select bool_or(cancel_requested) as cancelled from ("
-        " select cancel_requested from durable._runs"
-        " where worker_id = $1 and status = 'running' for share) as held",
-        ["integer"],
-        [state.worker_id],
+        "select durable._cancel_arrived($1) as cancelled", ["integer"], [state.worker_id]
     )["cancelled"]
-    if cancelled:
-        runs.release_worker_runs(db, state.worker_id, interrupted=False)
     db.commit()
     return bool(cancelled)
 

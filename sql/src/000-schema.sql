@@ -13,10 +13,10 @@
 -- that CREATE OR REPLACE only affects new runs.
 --
 -- Workers are the procedure durable.run_worker(), called on an autocommit connection
--- (pg_cron or `durablectl worker`). A worker registers in durable._workers, holds a
--- session advisory lock for its lifetime, and loops: claim the best ready run (FOR UPDATE
--- SKIP LOCKED over a partial index that holds only unfinished runs), execute it, poll
--- with a short back-off when idle. Each step runs in its own transaction: the step's SQL
+-- (pg_cron or `durablectl worker`). A worker registers in durable._workers with its
+-- backend's pid and start time (alive while that backend exists), and loops: claim the
+-- best ready run (FOR UPDATE SKIP LOCKED over a partial index that holds only unfinished
+-- runs), execute it, poll with a short back-off when idle. Each step runs in its own transaction: the step's SQL
 -- (or Python callable) and the checkpoint row in durable._steps commit together
 -- (plpy.commit() in the worker loop is the only place that commits), so a crash loses no
 -- committed step and repeats none. A failing step is rolled back, recorded as failed
@@ -30,6 +30,12 @@
 -- The engine is the Python package plpython/durable/, embedded in this script by
 -- tools/build_sql.py and loaded into sys.modules by durable._load(), cached in GD under
 -- a key that carries the extension version.
+--
+-- Security: no role but the extension's owner can write durable's tables. Functions
+-- that write are SECURITY DEFINER and check who asks: the API acts for
+-- durable._caller(), the worker's functions (durable._worker_*, _claim, _save_step, ...)
+-- for the session user, whose runs alone the worker executes. Source is written to
+-- durable._workflow_versions only from pg_proc or a validated definition.
 --
 -- Errors raised by durable carry SQLSTATEs of the project class DU (see docs/errors.md)
 -- or a standard SQLSTATE where one fits (22023, 42883, 42809, 42501).
@@ -47,3 +53,30 @@ end
 $do$;
 
 comment on schema durable is 'durable workflow execution: API functions and views';
+
+-- Who calls. Functions that write durable's tables are SECURITY DEFINER (no other role
+-- holds INSERT, UPDATE or DELETE on them), so inside them current_user is the
+-- extension's owner. The caller is the role the session acts as: the role of SET ROLE,
+-- or else the session user. Neither can be set to a role the session user is not a
+-- member of, and a SECURITY DEFINER function does not change them.
+create function durable._caller() returns name
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+as $body$
+    select coalesce(
+        nullif(pg_catalog.current_setting('role'), 'none'), session_user::text
+    )::name;
+$body$;
+
+comment on function durable._caller() is
+'The role on whose behalf durable is called: the SET ROLE role, or else session_user.';
+
+create function durable._caller_is_admin() returns boolean
+language sql stable parallel safe
+set search_path = pg_catalog, pg_temp
+as $body$
+    select pg_catalog.pg_has_role(durable._caller(), 'durable_admin', 'member');
+$body$;
+
+comment on function durable._caller_is_admin() is
+'True when the calling role is a member of durable_admin (sees and steers all runs).';

@@ -11,7 +11,7 @@ create table durable._workflow_versions (
     source_hash text not null,
     source text not null,
     argname text,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     created_at timestamptz not null default pg_catalog.now(),
     constraint workflow_versions_pkey primary key (id),
     constraint workflow_versions_workflow_hash_key unique (owner, workflow, source_hash),
@@ -32,7 +32,7 @@ create table durable._runs (
     attempt integer not null default 1,
     queue text not null default 'default',
     priority integer not null default 0,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     parent_id uuid,
     idempotency_key text,
     worker_id integer,
@@ -97,7 +97,7 @@ create table durable._steps (
     error jsonb,
     started_at timestamptz not null,
     finished_at timestamptz,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     constraint steps_pkey primary key (run_id, seq),
     constraint steps_status_check check (
         status in ('succeeded', 'failed', 'retrying', 'waiting')
@@ -123,7 +123,7 @@ create table durable._step_attempts (
     error jsonb not null,
     started_at timestamptz not null,
     finished_at timestamptz not null,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     constraint step_attempts_pkey primary key (run_id, seq, run_attempt, attempt)
 );
 
@@ -137,7 +137,7 @@ create table durable._signals (
     payload jsonb,
     created_at timestamptz not null default pg_catalog.now(),
     consumed_seq integer,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     constraint signals_pkey primary key (id)
 );
 
@@ -149,7 +149,7 @@ comment on table durable._signals is
 
 create table durable._workflow_options (
     workflow text not null,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     retry jsonb,
     max_attempts integer,
     timeout interval,
@@ -163,8 +163,9 @@ comment on table durable._workflow_options is
 
 create table durable._workers (
     id integer generated always as identity,
-    pid integer not null default pg_catalog.pg_backend_pid(),
-    role name not null default session_user,
+    pid integer not null,
+    backend_start timestamptz not null,
+    role name not null,
     queue text,
     started_at timestamptz not null default pg_catalog.now(),
     heartbeat_at timestamptz not null default pg_catalog.now(),
@@ -174,7 +175,8 @@ create table durable._workers (
 );
 
 comment on table durable._workers is
-'Live workers; each holds the session advisory lock (1146442306, id) for its lifetime.';
+'Workers, written only by durable._worker_register(): a worker is alive while a backend '
+'with its pid and backend_start exists (nothing another role can forge).';
 
 create table durable._settings (
     key text not null,
@@ -210,6 +212,10 @@ insert into durable._settings (key, value, description) values
 (
     'limits.max_payload_bytes', '1048576',
     'largest input, result, step output or signal payload, in bytes of JSON'
+),
+(
+    'limits.max_payload_depth', '100',
+    'deepest nesting of arrays and objects in an input, signal payload or definition'
 ),
 ('limits.max_steps_per_run', '10000', 'most durable calls (steps, timers, ...) of one run'),
 ('limits.max_children', '1000', 'most child runs one run may start');

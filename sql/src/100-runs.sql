@@ -4,12 +4,18 @@
 -- and needs no Python. Every function pins its search_path, except the thin public
 -- wrappers that resolve a workflow name: an unqualified name resolves through the
 -- caller's search_path, so they pass pg_catalog.current_schemas(true) down (and hold
--- nothing but schema-qualified calls).
+-- nothing but schema-qualified calls). The functions that write (_pin_workflow,
+-- _start) are SECURITY DEFINER and act for durable._caller(): the source they pin
+-- comes from pg_proc (or a validated definition), never from the caller.
 
 create function durable._pin_workflow(
-    p_workflow text, p_schemas name [], out workflow text, out version_id bigint
+    p_workflow text,
+    p_schemas name [],
+    p_owner name default null,
+    out workflow text,
+    out version_id bigint
 )
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
@@ -20,7 +26,16 @@ declare
     v_sql durable._sql_workflows;
     v_parts text [];
     v_schema text;
+    v_owner name := coalesce(p_owner, durable._caller());
 begin
+    if v_owner <> durable._caller() and not durable._caller_is_admin() then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to pin workflow "%s" for role %s', p_workflow, v_owner
+            ),
+            hint = 'Only members of durable_admin act for other roles.';
+    end if;
     -- Resolve like regproc input: a qualified name in its schema, an unqualified one
     -- through the caller's schemas in order; a SQL workflow shares the namespace.
     begin
@@ -42,7 +57,12 @@ begin
             exit when v_fn is not null;
             select w.* into v_sql
             from durable._sql_workflows as w
-            where w.name = format('%I.%I', v_schema, v_parts[cardinality(v_parts)]);
+            where
+                w.name = format('%I.%I', v_schema, v_parts[cardinality(v_parts)])
+                and (
+                    w.owner = v_owner
+                    or pg_catalog.pg_has_role(v_owner, 'durable_admin', 'member')
+                );
             if found then
                 workflow := v_sql.name;
                 version_id := v_sql.version_id;
@@ -104,7 +124,7 @@ begin
             );
     end if;
 
-    if not pg_catalog.has_function_privilege(v_proc.oid, 'execute') then
+    if not pg_catalog.has_function_privilege(v_owner, v_proc.oid, 'execute') then
         raise exception using
             errcode = 'insufficient_privilege',
             message = pg_catalog.format(
@@ -121,14 +141,17 @@ begin
     select wv.id into version_id
     from durable._workflow_versions as wv
     where
-                wv.owner = current_user
-                and wv.workflow = _pin_workflow.workflow
-                and wv.source_hash = v_hash;
+        wv.owner = v_owner
+        and wv.workflow = _pin_workflow.workflow
+        and wv.source_hash = v_hash;
 
     if version_id is null then
-        insert into durable._workflow_versions (workflow, kind, source_hash, source, argname)
+        insert into durable._workflow_versions (
+            workflow, kind, source_hash, source, argname, owner
+        )
         values (
-            _pin_workflow.workflow, 'python', v_hash, v_proc.prosrc, v_proc.proargnames[1]
+            _pin_workflow.workflow, 'python', v_hash, v_proc.prosrc, v_proc.proargnames[1],
+            v_owner
         )
         on conflict on constraint workflow_versions_workflow_hash_key do nothing
         returning id into version_id;
@@ -137,7 +160,7 @@ begin
             select wv.id into version_id
             from durable._workflow_versions as wv
             where
-                wv.owner = current_user
+                wv.owner = v_owner
                 and wv.workflow = _pin_workflow.workflow
                 and wv.source_hash = v_hash;
         end if;
@@ -145,8 +168,9 @@ begin
 end
 $body$;
 
-comment on function durable._pin_workflow(text, name []) is
-'Resolves a workflow name, checks it can be started, and returns its pinned version.';
+comment on function durable._pin_workflow(text, name [], name) is
+'Resolves a workflow name, checks that p_owner (default: the caller) may start it, and '
+'returns its version pinned for p_owner.';
 
 create function durable._start(
     p_workflow text,
@@ -158,13 +182,26 @@ create function durable._start(
     p_parent_id uuid,
     p_schemas name []
 ) returns uuid
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_pinned record;
     v_run uuid;
 begin
+    if p_parent_id is not null then
+        -- A child run: its parent must be a run of the same role that a worker of
+        -- this session executes.
+        perform durable._running_run(p_parent_id);
+        if durable._caller() <> session_user then
+            raise exception using
+                errcode = 'insufficient_privilege',
+                message = pg_catalog.format(
+                    'child runs of run %s are started by its own worker', p_parent_id
+                ),
+                hint = 'Start child runs with wf.start_child() inside the workflow.';
+        end if;
+    end if;
     if p_workflow is null then
         raise exception using
             errcode = 'null_value_not_allowed',
@@ -183,7 +220,7 @@ begin
 
     insert into durable._runs as r (
         workflow, version_id, original_version_id, input, queue, priority,
-        idempotency_key, wake_at, parent_id
+        idempotency_key, wake_at, parent_id, owner
     )
     values (
         v_pinned.workflow,
@@ -194,7 +231,8 @@ begin
         coalesce(p_priority, 0),
         p_idempotency_key,
         coalesce(p_start_at, pg_catalog.now()),
-        p_parent_id
+        p_parent_id,
+        durable._caller()
     )
     on conflict (owner, workflow, idempotency_key) where idempotency_key is not null
     do nothing
@@ -204,7 +242,7 @@ begin
         select r.id into v_run
         from durable._runs as r
         where
-            r.owner = current_user
+            r.owner = durable._caller()
             and r.workflow = v_pinned.workflow
             and r.idempotency_key = p_idempotency_key;
     end if;
@@ -246,6 +284,10 @@ declare
         select s.value::bigint from durable._settings as s
         where s.key = 'limits.max_payload_bytes'
     );
+    v_depth integer := (
+        select s.value::integer from durable._settings as s
+        where s.key = 'limits.max_payload_depth'
+    );
     v_size bigint := pg_catalog.octet_length(p_value::text);
 begin
     if v_size > v_limit then
@@ -254,11 +296,21 @@ begin
             message = pg_catalog.format('%s is %s bytes of JSON, more than %s', p_what, v_size, v_limit),
             hint = 'The limit is the setting limits.max_payload_bytes (durable.set_setting).';
     end if;
+    -- An item at level v_depth means v_depth + 1 levels: deeper than the engine reads.
+    if pg_catalog.jsonb_path_exists(p_value, pg_catalog.format('$.**{%s}', v_depth)::jsonpath) then
+        raise exception using
+            errcode = 'program_limit_exceeded',
+            message = pg_catalog.format(
+                '%s is nested more than %s levels deep', p_what, v_depth
+            ),
+            hint = 'The limit is the setting limits.max_payload_depth (durable.set_setting).';
+    end if;
 end
 $body$;
 
 comment on function durable._check_payload(jsonb, text) is
-'Refuses a JSON value larger than the setting limits.max_payload_bytes.';
+'Refuses a JSON value larger than the setting limits.max_payload_bytes or nested deeper '
+'than limits.max_payload_depth.';
 
 create function durable._raise(p_error jsonb) returns void
 language plpgsql
@@ -304,11 +356,18 @@ begin
             message = 'run must not be null',
             hint = 'Pass the id returned by durable.start().';
     end if;
+    -- Called by SECURITY DEFINER functions too, where row-level security does not
+    -- apply: the caller's visibility is checked here.
     if p_lock then
         -- The row lock orders this call against a worker moving the run on.
-        select r.* into v_row from durable._runs as r where r.id = p_run for no key update;
+        select r.* into v_row
+        from durable._runs as r
+        where r.id = p_run and (r.owner = durable._caller() or durable._caller_is_admin())
+        for no key update;
     else
-        select r.* into v_row from durable._runs as r where r.id = p_run;
+        select r.* into v_row
+        from durable._runs as r
+        where r.id = p_run and (r.owner = durable._caller() or durable._caller_is_admin());
     end if;
     if not found then
         raise exception using

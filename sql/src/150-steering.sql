@@ -1,8 +1,11 @@
 -- Steering runs: signal, cancel, retry, migrate_run, and per-workflow options.
+--
+-- Each of these writes durable's tables, so each is SECURITY DEFINER: _run_row checks
+-- that the caller (durable._caller()) owns the run or is a durable_admin member.
 
 create function durable.signal(run uuid, name text, payload jsonb default null)
 returns boolean
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -44,7 +47,7 @@ comment on function durable.signal(uuid, text, jsonb) is
 'buffered until the run waits for it.';
 
 create function durable.cancel(run uuid, reason text default null) returns boolean
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -90,13 +93,15 @@ begin
 
     -- A running run stops at its next statement: interrupt the worker running it.
     -- The run rows stay locked until commit, so that worker cannot have moved on.
+    -- Only a backend that is provably that worker (pid, start time, role) is signalled.
     perform pg_catalog.pg_cancel_backend(w.pid)
     from durable._runs as r
     inner join durable._workers as w on r.worker_id = w.id
     where
         r.id = any(v_tree)
         and r.status = 'running'
-        and w.pid <> pg_catalog.pg_backend_pid();
+        and w.pid <> pg_catalog.pg_backend_pid()
+        and durable._backend_alive(w.pid, w.backend_start, w.role);
     return true;
 end
 $body$;
@@ -106,7 +111,7 @@ comment on function durable.cancel(uuid, text) is
 'compensations. False when the run had already finished.';
 
 create function durable.retry(run uuid) returns boolean
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -146,7 +151,7 @@ comment on function durable.retry(uuid) is
 
 create function durable.migrate_run(run uuid, to_latest boolean default true)
 returns boolean
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -160,7 +165,7 @@ begin
             hint = 'Migrate it while it sleeps or waits, or after it failed.';
     end if;
     if coalesce(to_latest, true) then
-        v_version := (durable._pin_workflow(v_row.workflow, '{}')).version_id;
+        v_version := (durable._pin_workflow(v_row.workflow, '{}', v_row.owner)).version_id;
     else
         v_version := v_row.original_version_id;
     end if;
@@ -183,7 +188,7 @@ create function durable._register_workflow(
     timeout interval,
     p_schemas name []
 ) returns text
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -212,10 +217,10 @@ begin
             ),
             hint = 'Leave timeout null for no limit.';
     end if;
-    insert into durable._workflow_options as o (workflow, retry, max_attempts, timeout)
+    insert into durable._workflow_options as o (workflow, retry, max_attempts, timeout, owner)
     values (
         v_name, _register_workflow.retry, _register_workflow.max_attempts,
-        _register_workflow.timeout
+        _register_workflow.timeout, durable._caller()
     )
     on conflict on constraint workflow_options_pkey do update
         set

@@ -2,8 +2,9 @@
 -- attempts; reading and changing settings with validation; purging finished runs.
 --
 -- Every view is security_invoker: it reads the tables with the privileges (and the
--- row-level security) of the role that queries it. The purge functions run with the
--- caller's rights too, so a role purges only the runs it can see.
+-- row-level security) of the role that queries it. The functions that change settings
+-- or purge are SECURITY DEFINER and check the caller themselves: a role purges only its
+-- own runs (durable_admin members all), and only durable_admin members change settings.
 
 -- Indexes for the failures view and the purge (on tables written rarely).
 create index step_attempts_finished_at_idx on durable._step_attempts (finished_at);
@@ -32,26 +33,6 @@ on conflict do nothing;
 -- Workers
 
 create view durable.workers with (security_invoker = true) as
-with registered as (
-    select
-        w.*,
-        -- The session advisory lock (1146442306, id) that a worker holds for its
-        -- lifetime shows in pg_locks as classid and objid, with objsubid 2.
-        exists(
-            select
-            from pg_catalog.pg_locks as l
-            inner join pg_catalog.pg_database as d on l.database = d.oid
-            where
-                l.locktype = 'advisory'
-                and l.granted
-                and l.objsubid = 2
-                and l.classid = 1146442306::oid
-                and l.objid = w.id::oid
-                and d.datname = pg_catalog.current_database()
-        ) as alive
-    from durable._workers as w
-)
-
 select
     w.id,
     w.pid,
@@ -59,16 +40,17 @@ select
     w.queue,
     w.started_at,
     w.heartbeat_at,
-    w.alive,
+    -- Alive while the backend that registered it (pid, start time, role) exists.
+    durable._backend_alive(w.pid, w.backend_start, w.role) as alive,
     r.id as run_id,
     r.workflow,
     w.step_deadline
-from registered as w
+from durable._workers as w
 left join durable._runs as r on r.status = 'running' and w.id = r.worker_id;
 
 comment on view durable.workers is
-'Registered workers: backend pid, role, queue, heartbeat, whether the backend is alive '
-'(holds its advisory lock), and the run it is executing.';
+'Registered workers: backend pid, role, queue, heartbeat, whether the backend that '
+'registered it is alive, and the run it is executing.';
 
 -- Queues
 
@@ -280,7 +262,7 @@ begin
         ('schedule.max_catch_up', 'whole', 1), ('schedule.keep_fires', 'whole', 1),
         ('retention', 'interval', 0), ('retention.batch_size', 'whole', 0),
         ('limits.max_payload_bytes', 'bytes', 1), ('limits.max_steps_per_run', 'whole', 1),
-        ('limits.max_children', 'whole', 0)
+        ('limits.max_children', 'whole', 0), ('limits.max_payload_depth', 'whole', 1)
     ) as r (key, kind, low)
     where r.key = p_key;
     if not found then
@@ -367,7 +349,7 @@ comment on function durable._check_setting(text, text, text) is
 'Validates a new value of a setting and returns it in canonical form, or raises 22023.';
 
 create function durable.set_setting(key text, value text) returns text
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -387,15 +369,14 @@ begin
     if not found then
         perform durable._unknown_setting(set_setting.key);
     end if;
-    v_value := durable._check_setting(set_setting.key, set_setting.value, v_current);
-    update durable._settings as s set value = v_value where s.key = set_setting.key;
-    if not found then
-        -- Row-level security hid the row from UPDATE: the caller may only read settings.
+    if not durable._caller_is_admin() then
         raise exception using
             errcode = 'insufficient_privilege',
             message = pg_catalog.format('permission denied to change setting "%s"', set_setting.key),
             hint = 'Settings are changed by members of durable_admin.';
     end if;
+    v_value := durable._check_setting(set_setting.key, set_setting.value, v_current);
+    update durable._settings as s set value = v_value where s.key = set_setting.key;
     return v_value;
 end
 $body$;
@@ -413,7 +394,7 @@ create function durable._purge_from(
     out deleted bigint,
     out last_finished_at timestamptz
 )
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
@@ -438,6 +419,7 @@ begin
             r.status in ('succeeded', 'failed', 'cancelled')
             and r.finished_at < v_cutoff
             and (after is null or r.finished_at >= after)
+            and (r.owner = (select durable._caller()) or (select durable._caller_is_admin()))
             and (
                 r.parent_id is null
                 or not exists (select from durable._runs as p where p.id = r.parent_id)
