@@ -20,19 +20,12 @@ __all__ = ["fire_due", "next_fire_json", "slot_key"]
 INVALID_PARAMETER = "22023"
 UNFINISHED = ("pending", "running", "sleeping", "waiting")
 
-DUE = """
-select s.name, s.cron, s.workflow, s.input::text as input, s.timezone, s.overlap,
-    s.catch_up, extract(epoch from s.next_fire_at)::float8 as next_fire_at,
-    extract(epoch from pg_catalog.clock_timestamp())::float8 as now,
-    r.status as last_status
-from durable._schedules as s
-left join durable._runs as r on r.id = s.last_run
-where s.enabled and s.owner = session_user
-    and s.next_fire_at <= pg_catalog.clock_timestamp()
-order by s.next_fire_at
-limit 20
-for update of s skip locked
-"""
+# The due schedules of the worker's role (session_user), locked FOR UPDATE SKIP LOCKED
+# until this transaction commits. Only the extension owner may write durable's tables,
+# so reading-to-update and recording fires go through security definer functions.
+DUE = "select * from durable._due_schedules(20)"
+
+FIRED = "select durable._schedule_fired($1, $2, $3, $4) as ok"
 
 
 def _utc(epoch: float) -> datetime:
@@ -107,9 +100,10 @@ def fire_due(db: Database, cache: dict, settings: dict[str, str]) -> float | Non
             continue
         spec = _parsed(cache, row["cron"])
         slots, next_fire = _slots_to_fire(row, spec, settings)
-        last_run = None
+        fired: list[str] = []
+        runs: list[str | None] = []
         for slot in slots:
-            outcome, run_id = "skipped", None
+            run_id = None
             if not (row["overlap"] == "skip" and unfinished):
                 run_id = db.one(
                     "select durable._start($1, $2::jsonb, null, $3, 'default', 0, null,"
@@ -117,33 +111,14 @@ def fire_due(db: Database, cache: dict, settings: dict[str, str]) -> float | Non
                     ["text", "text", "text"],
                     [row["workflow"], row["input"], slot_key(row["name"], slot)],
                 )["id"]
-                outcome, last_run, unfinished = "started", run_id, True
-            db.execute(
-                "insert into durable._schedule_fires (schedule, slot, outcome, run_id)"
-                " values ($1, $2, $3, $4) on conflict do nothing",
-                ["text", "timestamptz", "text", "uuid"],
-                [row["name"], slot.isoformat(), outcome, run_id],
-            )
+                unfinished = True
+            fired.append(slot.isoformat())
+            runs.append(run_id)
+        # One round trip: record the fires, advance next_fire_at, trim the history.
         db.execute(
-            "update durable._schedules set next_fire_at = $2,"
-            " last_fire_at = coalesce($3, last_fire_at),"
-            " last_run = coalesce($4, last_run)"
-            " where name = $1 and owner = session_user",
-            ["text", "timestamptz", "timestamptz", "uuid"],
-            [
-                row["name"],
-                next_fire.isoformat(),
-                slots[-1].isoformat() if slots else None,
-                last_run,
-            ],
-        )
-        db.execute(
-            "delete from durable._schedule_fires where owner = session_user"
-            " and schedule = $1 and slot < (select slot from durable._schedule_fires"
-            " where owner = session_user and schedule = $1"
-            " order by slot desc offset $2 limit 1)",
-            ["text", "integer"],
-            [row["name"], int(settings["schedule.keep_fires"])],
+            FIRED,
+            ["text", "timestamptz[]", "uuid[]", "timestamptz"],
+            [row["name"], fired, runs, next_fire.isoformat()],
         )
     db.commit()
     earliest = db.one(

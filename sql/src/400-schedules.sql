@@ -4,7 +4,7 @@
 
 create table durable._schedules (
     name text not null,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     cron text not null,
     workflow text not null,
     input jsonb not null default '{}',
@@ -32,7 +32,7 @@ create table durable._schedule_fires (
     fired_at timestamptz not null default pg_catalog.now(),
     outcome text not null,
     run_id uuid,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     constraint schedule_fires_pkey primary key (owner, schedule, slot),
     constraint schedule_fires_outcome_check check (outcome in ('started', 'skipped'))
 );
@@ -75,6 +75,7 @@ create function durable._schedule(
     p_schemas name []
 ) returns text
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
@@ -82,6 +83,7 @@ declare
     v_workflow text;
     v_next jsonb;
     v_existing durable._schedules;
+    v_owner name := durable._caller();
 begin
     if _schedule.name is null or _schedule.name = '' then
         raise exception using
@@ -126,7 +128,7 @@ begin
 
     select s.* into v_existing
     from durable._schedules as s
-    where s.name = _schedule.name and s.owner = current_user
+    where s.name = _schedule.name and s.owner = v_owner
     for update;
     if found and v_existing.workflow <> v_workflow then
         raise exception using
@@ -138,10 +140,11 @@ begin
     end if;
 
     insert into durable._schedules as s (
-        name, cron, workflow, input, timezone, overlap, catch_up, enabled, next_fire_at
+        name, owner, cron, workflow, input, timezone, overlap, catch_up, enabled, next_fire_at
     )
     values (
         _schedule.name,
+        v_owner,
         _schedule.cron,
         v_workflow,
         coalesce(_schedule.input, '{}'),
@@ -175,7 +178,8 @@ $body$;
 comment on function durable._schedule(
     text, text, text, jsonb, text, text, text, boolean, name []
 ) is
-'The body of durable.schedule, with the caller''s schemas.';
+'The body of durable.schedule, with the caller''s schemas (security definer: writes only '
+'the calling role''s schedule).';
 
 create function durable.schedule(
     name text,
@@ -201,8 +205,11 @@ comment on function durable.schedule(text, text, text, jsonb, text, text, text, 
 
 create function durable.unschedule(name text) returns boolean
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $body$
+declare
+    v_owner name := durable._caller();
 begin
     if unschedule.name is null then
         raise exception using
@@ -211,18 +218,19 @@ begin
             hint = 'Pass the name given to durable.schedule().';
     end if;
     delete from durable._schedules as s
-    where s.name = unschedule.name and s.owner = current_user;
+    where s.name = unschedule.name and s.owner = v_owner;
     if not found then
         return false;
     end if;
     delete from durable._schedule_fires as f
-    where f.schedule = unschedule.name and f.owner = current_user;
+    where f.schedule = unschedule.name and f.owner = v_owner;
     return true;
 end
 $body$;
 
 comment on function durable.unschedule(text) is
-'Removes a schedule (runs it started are kept); false when there was none.';
+'Removes the calling role''s schedule of that name (runs it started are kept); false when '
+'there was none.';
 
 create view durable.schedules with (security_invoker = true) as
 select
@@ -262,6 +270,213 @@ left join durable._runs as r on f.run_id = r.id;
 comment on view durable.schedule_fires is
 'Recent fires of schedules: each slot, when it fired, and the run it started (or skipped).';
 
+-- Firing, from the worker loop (scheduler.py). A worker acts for its session_user: it
+-- locks and advances only that role's schedules. No role but the extension owner may
+-- write the tables, so these two functions are security definer.
+
+create function durable._due_schedules(p_limit integer)
+returns table (
+    name text,
+    cron text,
+    workflow text,
+    input text,
+    timezone text,
+    overlap text,
+    catch_up text,
+    next_fire_at double precision,
+    now double precision,
+    last_status text
+)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $body$
+begin
+    -- The rows stay locked until the worker's transaction ends (it commits after
+    -- firing them), so each slot is fired by one worker only.
+    return query
+    select
+        s.name,
+        s.cron,
+        s.workflow,
+        s.input::text,
+        s.timezone,
+        s.overlap,
+        s.catch_up,
+        extract(epoch from s.next_fire_at)::double precision,
+        extract(epoch from pg_catalog.clock_timestamp())::double precision,
+        r.status
+    from durable._schedules as s
+    left join durable._runs as r on s.last_run = r.id and r.owner = s.owner
+    where
+        s.enabled
+        and s.owner = session_user
+        and s.next_fire_at <= pg_catalog.clock_timestamp()
+    order by s.next_fire_at
+    limit p_limit
+    for update of s skip locked;
+end
+$body$;
+
+comment on function durable._due_schedules(integer) is
+'Locks and returns the due schedules of the session user (a worker''s role), oldest first, '
+'skipping those another worker holds.';
+
+create function durable._schedule_fired(
+    p_name text,
+    p_slots timestamptz [],
+    p_runs uuid [],
+    p_next_fire_at timestamptz
+) returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_keep integer;
+    v_last_run uuid;
+begin
+    if pg_catalog.cardinality(p_slots) <> pg_catalog.cardinality(p_runs) then
+        raise exception using
+            errcode = 'invalid_parameter_value',
+            message = pg_catalog.format(
+                'schedule "%s": %s slots but %s runs',
+                p_name, pg_catalog.cardinality(p_slots), pg_catalog.cardinality(p_runs)
+            ),
+            hint = 'Pass one run id (or null for a skipped slot) per slot.';
+    end if;
+    if exists (
+        select from pg_catalog.unnest(p_runs) as u (id)
+        where
+            u.id is not null
+            and not exists (
+                select from durable._runs as r where r.id = u.id and r.owner = session_user
+            )
+    ) then
+        raise exception using
+            errcode = 'invalid_parameter_value',
+            message = pg_catalog.format(
+                'schedule "%s": a run fired for it is not a run of role %s', p_name, session_user
+            ),
+            hint = 'A schedule records only runs that its own role''s worker started.';
+    end if;
+    select u.id into v_last_run
+    from pg_catalog.unnest(p_runs) with ordinality as u (id, n)
+    where u.id is not null
+    order by u.n desc
+    limit 1;
+    update durable._schedules as s
+    set
+        next_fire_at = p_next_fire_at,
+        last_fire_at = coalesce(p_slots[pg_catalog.cardinality(p_slots)], s.last_fire_at),
+        last_run = coalesce(v_last_run, s.last_run)
+    where s.name = p_name and s.owner = session_user;
+    if not found then
+        return false;
+    end if;
+    insert into durable._schedule_fires as f (schedule, slot, outcome, run_id, owner)
+    select
+        p_name,
+        u.slot,
+        case when p_runs[u.n] is null then 'skipped' else 'started' end,
+        p_runs[u.n],
+        session_user
+    from pg_catalog.unnest(p_slots) with ordinality as u (slot, n)
+    on conflict on constraint schedule_fires_pkey do nothing;
+    select st.value::integer into v_keep
+    from durable._settings as st
+    where st.key = 'schedule.keep_fires';
+    delete from durable._schedule_fires as f
+    where
+        f.owner = session_user
+        and f.schedule = p_name
+        and f.slot < (
+            select k.slot from durable._schedule_fires as k
+            where k.owner = session_user and k.schedule = p_name
+            order by k.slot desc
+            offset coalesce(v_keep, 100) limit 1
+        );
+    return true;
+end
+$body$;
+
+comment on function durable._schedule_fired(text, timestamptz [], uuid [], timestamptz) is
+'Records the fired slots of one of the session user''s schedules (the run of each, null '
+'when skipped), advances it to p_next_fire_at and trims its fire history.';
+
+-- Launchers: pg_cron jobs, one per worker. A job is named
+-- durable-worker:<database>:<queue>:<n>, the database and the queue as JSON strings and
+-- the all-queues pool (queue null) as *, which no JSON string can be; so a name tells its
+-- pool apart from every other, and jobs are matched by that exact name and the number
+-- after it. pg_cron keys jobs by (jobname, username): the role is its username column.
+-- A job name is of type name (63 bytes at most), so a longer one is replaced by an md5 of
+-- the same text (md5:<hex>, which no JSON string can be either).
+
+create function durable._worker_job_base(p_queue text) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $body$
+    select case
+        when pg_catalog.octet_length(v.base) + 10 <= 63 then v.base
+        else 'durable-worker:md5:' || pg_catalog.md5(v.base) || ':'
+    end
+    from (
+        select pg_catalog.format(
+            'durable-worker:%s:%s:',
+            pg_catalog.to_json(pg_catalog.current_database()::text),
+            coalesce(pg_catalog.to_json(p_queue)::text, '*')
+        ) as base
+    ) as v;
+$body$;
+
+comment on function durable._worker_job_base(text) is
+'The pg_cron job name of the workers of one queue (null: all queues) of this database, '
+'without the worker''s number.';
+
+create function durable._remove_worker_jobs(p_base text, p_role name) returns integer
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $body$
+declare
+    v_removed integer := 0;
+    v_job record;
+begin
+    if pg_catalog.to_regnamespace('cron') is null then
+        return 0;
+    end if;
+    if not pg_catalog.has_schema_privilege('cron', 'USAGE') then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to uninstall workers: role "%s" may not use schema cron',
+                current_user
+            ),
+            hint = 'A superuser removes the workers of any role; a role given USAGE on '
+            'schema cron removes only its own pg_cron jobs.';
+    end if;
+    -- p_base null: every durable worker of this database (also those named by older
+    -- versions, durable-worker:<database>:<queue>:<role>:<n>).
+    for v_job in execute
+        'select j.jobid from cron.job as j'
+        ' where j.database = pg_catalog.current_database()'
+        ' and ($2 is null or j.username = $2)'
+        ' and case when $1 is null'
+        ' then pg_catalog.starts_with(j.jobname, ''durable-worker:'')'
+        ' else pg_catalog.starts_with(j.jobname, $1)'
+        ' and pg_catalog.substr(j.jobname, pg_catalog.length($1) + 1) ~ ''^[0-9]+$'' end'
+        using p_base, p_role
+    loop
+        execute 'select cron.unschedule($1)' using v_job.jobid;
+        v_removed := v_removed + 1;
+    end loop;
+    return v_removed;
+end
+$body$;
+
+comment on function durable._remove_worker_jobs(text, name) is
+'Unschedules the pg_cron worker jobs of this database named p_base and a number (p_base '
+'null: all of them), of one role or all; returns how many.';
+
 create function durable.install_workers(
     count integer default 2,
     queue text default null,
@@ -272,7 +487,7 @@ set search_path = pg_catalog, pg_temp
 as $body$
 declare
     v_command text;
-    v_job text;
+    v_base text;
 begin
     if pg_catalog.to_regnamespace('cron') is null then
         raise exception using
@@ -284,18 +499,41 @@ begin
             '--dsn ... --concurrency N; or install pg_cron here (CREATE EXTENSION pg_cron '
             'in the database named by cron.database_name) and call this again.';
     end if;
+    -- pg_cron lets only a superuser create a job that runs as a given role or in a given
+    -- database (cron.schedule_in_database); it would fail later, less clearly.
+    if not coalesce(
+        (select r.rolsuper from pg_catalog.pg_roles as r where r.rolname = current_user),
+        false
+    ) then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to install workers: role "%s" is not a superuser',
+                current_user
+            ),
+            hint = 'Only a superuser may call durable.install_workers(): pg_cron creates a '
+            'job that runs as a given role only for a superuser. Ask one to call '
+            'durable.install_workers(count, queue, role => ...) for your role, or run '
+            'workers from outside the server with durablectl worker.';
+    end if;
     if count is null or count < 1 then
         raise exception using
             errcode = 'invalid_parameter_value',
             message = pg_catalog.format('count of workers must be at least 1, not %s', count),
             hint = 'durable.uninstall_workers() removes the workers.';
     end if;
-    perform durable._remove_worker_jobs(
-        pg_catalog.format(
-            'durable-worker:%s:%s:%s:', pg_catalog.current_database(), coalesce(queue, '*'), role
-        ),
-        role
-    );
+    if role is null or not exists (
+        select from pg_catalog.pg_roles as r where r.rolname = install_workers.role
+    ) then
+        raise exception using
+            errcode = 'undefined_object',
+            message = pg_catalog.format(
+                'role "%s" of the workers does not exist', coalesce(role::text, 'null')
+            ),
+            hint = 'Name a role that can log in and was given durable.grant_usage().';
+    end if;
+    v_base := durable._worker_job_base(queue);
+    perform durable._remove_worker_jobs(v_base, role);
     -- One single CALL per job: a multi-statement command runs in an implicit transaction
     -- block, where the worker cannot commit.
     v_command := case
@@ -306,9 +544,8 @@ begin
         )
     end;
     for i in 1..count loop
-        v_job := durable._worker_job_name(queue, role, i);
         execute 'select cron.schedule_in_database($1, $2, $3, $4, $5)'
-        using v_job, '* * * * *', v_command, pg_catalog.current_database(), role;
+        using v_base || i, '* * * * *', v_command, pg_catalog.current_database(), role;
     end loop;
     return count;
 end
@@ -316,47 +553,8 @@ $body$;
 
 comment on function durable.install_workers(integer, text, name) is
 'Creates pg_cron jobs that keep count workers running as role (each job: one CALL of '
-'durable.run_worker every minute, for 59 seconds). Replaces the jobs of that queue and role.';
-
-create function durable._worker_job_name(p_queue text, p_role name, p_number integer)
-returns text
-language sql immutable
-set search_path = pg_catalog, pg_temp
-as $body$
-    select pg_catalog.format(
-        'durable-worker:%s:%s:%s:%s',
-        pg_catalog.current_database(), coalesce(p_queue, '*'), p_role, p_number
-    );
-$body$;
-
-comment on function durable._worker_job_name(text, name, integer) is
-'The pg_cron job name of one installed worker.';
-
-create function durable._remove_worker_jobs(p_prefix text, p_role name) returns integer
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $body$
-declare
-    v_removed integer := 0;
-    v_job record;
-begin
-    if pg_catalog.to_regnamespace('cron') is null then
-        return 0;
-    end if;
-    for v_job in execute
-        'select jobid from cron.job'
-        ' where pg_catalog.starts_with(jobname, $1) and ($2 is null or username = $2)'
-        using p_prefix, p_role
-    loop
-        execute 'select cron.unschedule($1)' using v_job.jobid;
-        v_removed := v_removed + 1;
-    end loop;
-    return v_removed;
-end
-$body$;
-
-comment on function durable._remove_worker_jobs(text, name) is
-'Unschedules the pg_cron jobs whose name starts with p_prefix (of one role, or all).';
+'durable.run_worker every minute, for 59 seconds). Replaces the jobs of that queue and role. '
+'Superusers only.';
 
 create function durable.uninstall_workers(
     queue text default null,
@@ -366,12 +564,10 @@ language sql
 set search_path = pg_catalog, pg_temp
 as $body$
     select durable._remove_worker_jobs(
-        pg_catalog.format('durable-worker:%s:', pg_catalog.current_database())
-        || coalesce(queue || ':', ''),
-        role
+        case when queue is not null then durable._worker_job_base(queue) end, role
     );
 $body$;
 
 comment on function durable.uninstall_workers(text, name) is
-'Removes the pg_cron worker jobs of this database (of one queue and role, or all); '
-'returns how many.';
+'Removes the pg_cron worker jobs of this database (of exactly one queue, and of one role, '
+'or all); returns how many.';

@@ -4,7 +4,7 @@
 
 create table durable._sql_workflows (
     name text not null,
-    owner name not null default current_user,
+    owner name not null default durable._caller(),
     version_id bigint not null,
     created_at timestamptz not null default pg_catalog.now(),
     updated_at timestamptz not null default pg_catalog.now(),
@@ -110,11 +110,15 @@ create function durable._define_workflow(
     p_schema text
 ) returns text
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 #variable_conflict use_column
 declare
     v_name text;
+    v_schema text;
+    v_caller name := durable._caller();
+    v_owner name;
     v_checked jsonb;
     v_source text;
     v_hash text;
@@ -127,6 +131,26 @@ begin
             hint = 'durable.define_workflow(''app.job'', ''{"steps": [...]}'')';
     end if;
     v_name := durable._sql_workflow_name(_define_workflow.name, p_schema);
+    v_schema := (pg_catalog.parse_ident(v_name))[1];
+    -- Names are per schema, like functions: defining one needs CREATE on its schema.
+    -- Checked before anything else, so that the error does not tell whether the name
+    -- is taken.
+    if not pg_catalog.has_schema_privilege(
+        v_caller, pg_catalog.to_regnamespace(pg_catalog.quote_ident(v_schema))::oid, 'CREATE'
+    ) then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to define workflow "%s": role "%s" lacks CREATE on schema %s',
+                v_name, v_caller, pg_catalog.quote_ident(v_schema)
+            ),
+            hint = pg_catalog.format(
+                'Defining or replacing a SQL workflow requires CREATE on its schema, like '
+                'creating a function there: ask the schema''s owner for GRANT CREATE ON '
+                'SCHEMA %s, or define it in a schema of your own.',
+                pg_catalog.quote_ident(v_schema)
+            );
+    end if;
     if pg_catalog.to_regproc(v_name) is not null then
         raise exception using
             errcode = 'duplicate_function',
@@ -136,25 +160,56 @@ begin
             ),
             hint = 'Choose another name, or drop the function.';
     end if;
+    -- A definition belongs to the role that first defined it; only that role or a
+    -- durable_admin member may replace it (an admin's version keeps the owner).
+    select w.owner into v_owner
+    from durable._sql_workflows as w
+    where w.name = v_name
+    for update;
+    if not found then
+        v_owner := v_caller;
+    elsif v_owner <> v_caller and not durable._caller_is_admin() then
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to replace workflow "%s": another role defined it', v_name
+            ),
+            hint = 'Only the role that defined a SQL workflow, or a member of durable_admin, '
+            'may replace it; choose another name.';
+    end if;
+    perform durable._check_payload(
+        _define_workflow.definition, pg_catalog.format('definition of workflow %s', v_name)
+    );
     v_checked := durable._check_definition(v_name, _define_workflow.definition);
     if v_checked ? 'error' then
         perform durable._raise(v_checked -> 'error');
     end if;
     v_source := (v_checked -> 'definition')::text;
     v_hash := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(v_source, 'UTF8')), 'hex');
-    insert into durable._workflow_versions (workflow, kind, source_hash, source)
-    values (v_name, 'sql', v_hash, v_source)
+    insert into durable._workflow_versions (workflow, kind, source_hash, source, owner)
+    values (v_name, 'sql', v_hash, v_source, v_owner)
     on conflict on constraint workflow_versions_workflow_hash_key do nothing
     returning id into v_version;
     if v_version is null then
         select wv.id into v_version
         from durable._workflow_versions as wv
-        where wv.owner = current_user and wv.workflow = v_name and wv.source_hash = v_hash;
+        where wv.owner = v_owner and wv.workflow = v_name and wv.source_hash = v_hash;
     end if;
-    insert into durable._sql_workflows as w (name, version_id)
-    values (v_name, v_version)
+    insert into durable._sql_workflows as w (name, owner, version_id)
+    values (v_name, v_owner, v_version)
     on conflict on constraint sql_workflows_pkey do update
-        set version_id = excluded.version_id, updated_at = pg_catalog.now();
+        set version_id = excluded.version_id, updated_at = pg_catalog.now()
+        where w.owner = excluded.owner;
+    if not found then
+        -- Another role defined the name between our check and this insert.
+        raise exception using
+            errcode = 'insufficient_privilege',
+            message = pg_catalog.format(
+                'permission denied to replace workflow "%s": another role defined it', v_name
+            ),
+            hint = 'Only the role that defined a SQL workflow, or a member of durable_admin, '
+            'may replace it; choose another name.';
+    end if;
     perform durable._register_workflow(
         v_name, _define_workflow.retry, null, _define_workflow.timeout, '{}'
     );
@@ -163,7 +218,8 @@ end
 $body$;
 
 comment on function durable._define_workflow(text, jsonb, jsonb, interval, text) is
-'The body of durable.define_workflow, with the caller''s current schema.';
+'The body of durable.define_workflow, with the caller''s current schema (security '
+'definer: checks CREATE on the workflow''s schema and who owns an existing definition).';
 
 create function durable.define_workflow(
     name text,
