@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import definitions, runs
+from . import alarm, definitions, runs
 from .db import Database
 from .durations import format_duration, parse_duration
 from .errors import (
@@ -74,6 +74,15 @@ class RunAborted(BaseException):
 
 class RunCancelled(BaseException):
     """Stops a run whose cancellation was requested (at a step boundary)."""
+
+
+class _StepTimedOut(Exception):
+    """The step's own timer fired: the attempt failed with the step timeout."""
+
+    sqlstate = QUERY_CANCELED
+
+    def __init__(self) -> None:
+        super().__init__("canceling statement due to the step timeout")
 
 
 class WorkflowContext:
@@ -139,7 +148,7 @@ class WorkflowContext:
         started_at = time.time()
         self.step_key = f"{self.run_id}:{seq}"
         try:
-            output = self._perform(name, action, args, kwargs)
+            output = self._perform_timed(name, action, args, kwargs, timeout_s)
             what = f'the result of step "{name}"'
             output_json = check_size(
                 encode(output, what), what, self._limits["max_payload_bytes"]
@@ -185,6 +194,43 @@ class WorkflowContext:
             hint="wf.step(name, 'SELECT ...', [params]) or wf.step(name, fn, *args)",
         )
 
+    def _perform_timed(
+        self,
+        name: str,
+        action: Any,
+        args: tuple,
+        kwargs: dict,
+        timeout_s: float | None,
+    ) -> Any:
+        """Perform the step under its own timer when it has a timeout.
+
+        The timer cancels the step's statement at the deadline (durable.alarm). Once
+        it has fired the attempt is a timeout, whatever the step did afterwards:
+        the statement failed with 57014, or a Python step caught that, failed in
+        another way, or returned after its deadline without a database call.
+        """
+        timer = None if timeout_s is None else alarm.arm(timeout_s)
+        try:
+            output = self._perform(name, action, args, kwargs)
+        except Exception:
+            if self._timer_fired(timer):
+                raise _StepTimedOut() from None
+            raise
+        except BaseException:
+            self._timer_fired(timer)
+            raise
+        if self._timer_fired(timer):
+            raise _StepTimedOut()
+        return output
+
+    def _timer_fired(self, timer: alarm.StepAlarm | None) -> bool:
+        """Stop the step's timer; True if it fired, its interrupt then taken here
+        so that it cannot cancel a later statement of the worker."""
+        if timer is None or not timer.disarm():
+            return False
+        alarm.absorb_cancel(self._db)
+        return True
+
     def _interrupted_error(
         self, exc: Exception, name: str, timeout_s: float | None
     ) -> dict[str, Any]:
@@ -195,7 +241,8 @@ class WorkflowContext:
             flags = runs.run_flags(self._db, self.run_id)
             if flags["cancel_requested"]:
                 raise RunCancelled() from None
-            if flags["timed_out"] and timeout_s is not None:
+            timed_out = isinstance(exc, _StepTimedOut) or flags["timed_out"]
+            if timed_out and timeout_s is not None:
                 error = {
                     "sqlstate": STEP_TIMEOUT,
                     "message": f'step "{name}" timed out after'
@@ -235,11 +282,7 @@ class WorkflowContext:
         if not lost:
             return attempt
         self._run["interruptions"] = 0
-        self._db.execute(
-            "update durable._runs set interruptions = 0 where id = $1",
-            ["uuid"],
-            [self.run_id],
-        )
+        runs.reset_interruptions(self._db, self.run_id)
         for _ in range(lost):
             error = {
                 "sqlstate": WORKER_LOST,
@@ -260,13 +303,7 @@ class WorkflowContext:
 
     def _set_step_deadline(self, timeout_s: float | None) -> None:
         """Publish (and commit) the deadline of the running step for housekeeping."""
-        self._db.execute(
-            "update durable._workers set run_id = $2, step_deadline ="
-            " pg_catalog.clock_timestamp() + make_interval(secs => $3)"
-            " where id = $1",
-            ["integer", "uuid", "double precision"],
-            [self._run["worker_id"], self.run_id, timeout_s],
-        )
+        runs.publish_step(self._db, self._run["worker_id"], self.run_id, timeout_s)
         if timeout_s is not None:
             self._commit()
 
@@ -390,7 +427,7 @@ class WorkflowContext:
                 and (definitions.BRANCH_KEY in child_input)
             ):
                 # A branch of this SQL workflow runs this run's version of it.
-                runs.pin_version(self._db, child, self._run["version_id"])
+                runs.pin_branch_version(self._db, child)
             ids.append(child)
         self._save(seq, name, "start_children", "succeeded", ids)
         self._commit()
