@@ -72,3 +72,17 @@ def test_page_examples(cluster, page):
             assert normalise(output) == normalise(
                 expected
             ), f"{page.name}: {sql}\n--- psql printed ---\n{output}"
+
+
+def test_security_statements_name_tests_that_exist():
+    """Every test that docs/security.md names as the proof of a statement exists."""
+    named = set(
+        re.findall(r"`(test_\w+)`", (ROOT / "docs" / "security.md").read_text())
+    )
+    defined = {
+        name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+    assert named, "docs/security.md names no test"
+    assert sorted(named - defined) == []

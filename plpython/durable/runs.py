@@ -38,11 +38,11 @@ __all__ = [
     "wake_if_ready",
 ]
 
-# Every write goes through a SECURITY DEFINER function of durable (sql/src/200-worker.sql)
-# that acts only on the session user's runs: the worker's role holds no write privilege
-# on durable's tables. Worker-side timestamps are the clock's: inside the worker's CALL,
-# now() is the start of the current transaction; the claim takes the time as a
-# parameter, so that the index can still use it.
+# Every write goes through a SECURITY DEFINER function of durable
+# (sql/src/200-worker.sql) that acts only on the session user's runs: the worker's
+# role holds no write privilege on durable's tables. Worker-side timestamps are the
+# clock's: inside the worker's CALL, now() is the start of the current transaction;
+# the claim takes the time as a parameter, so that the index can still use it.
 
 SAVE_STEP_TYPES = (
     "uuid", "integer", "text", "text", "text", "integer", "jsonb", "jsonb",
@@ -145,6 +145,7 @@ def save_step(
         ],
     )  # fmt: skip
 
+
 def record_attempt(
     db: Database,
     run: dict[str, Any],
@@ -161,6 +162,7 @@ def record_attempt(
         [run["id"], seq, attempt, name, json.dumps(error), started_at],
     )
 
+
 def suspend(
     db: Database,
     run_id: str,
@@ -175,11 +177,13 @@ def suspend(
         [run_id, status, wake_at, waiting_for],
     )
 
+
 def wake_if_ready(db: Database, run_id: str, waiting_for: str) -> None:
     """Wake a waiting run whose signal or children arrived while it was suspending."""
     db.execute(
         "select durable._wake_if_ready($1, $2)", ["uuid", "text"], [run_id, waiting_for]
     )
+
 
 def finish(
     db: Database,
@@ -195,6 +199,7 @@ def finish(
         [run["id"], status, result_json, None if error is None else json.dumps(error)],
     )
 
+
 def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) -> None:
     """Attempt a failed run again at ``wake_at``, forgetting the step that failed it."""
     db.execute(
@@ -202,6 +207,7 @@ def schedule_retry(db: Database, run: dict[str, Any], wake_at: float, seq: int) 
         ["uuid", "double precision", "integer"],
         [run["id"], wake_at, seq],
     )
+
 
 def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
     """None when the run's owner may still execute its workflow, else the error.
@@ -251,6 +257,7 @@ def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
         "hint": "The run's owner lost EXECUTE on the workflow function.",
     }
 
+
 def run_flags(db: Database, run_id: str) -> dict[str, Any]:
     """The flags another session may have set on a running run (cancel, deadline).
 
@@ -258,6 +265,7 @@ def run_flags(db: Database, run_id: str) -> dict[str, Any]:
     before it commits, and holds the run's row lock until then.
     """
     return db.one("select * from durable._run_flags($1)", ["uuid"], [run_id])
+
 
 def has_compensations(db: Database, run_id: str) -> bool:
     """True when the run registered compensations that may have to run."""
@@ -281,6 +289,7 @@ def consume_signal(db: Database, run_id: str, name: str, seq: int) -> tuple[bool
     if not row["consumed"]:
         return False, None
     return True, decode(row["payload"])
+
 
 def start_child(
     db: Database, parent_id: str, workflow: str, child_input: Any, options: dict
@@ -306,6 +315,7 @@ def start_child(
 def pin_branch_version(db: Database, child_id: str) -> None:
     """Make a child run of the same SQL workflow execute its parent's version."""
     db.execute("select durable._pin_branch_version($1)", ["uuid"], [child_id])
+
 
 def children_state(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Status, result and error of child runs, by id."""
@@ -341,6 +351,7 @@ def reclaim_orphans(db: Database) -> int:
     The interrupted step will count as a failed attempt when the run resumes.
     """
     return db.one("select durable._reclaim_orphans() as n")["n"]
+
 
 def release_worker_runs(db: Database, worker_id: int, interrupted: bool = True) -> int:
     """Put the runs a worker still holds back in line; returns how many.

@@ -2,10 +2,10 @@
 
 This is the only place that commits (the workflow context commits through the same
 handle while the worker executes a run). A worker registers itself (its backend's pid
-and start time: it is alive while that backend exists), then loops: housekeeping (reclaim runs of dead workers, enforce step
-timeouts) about once a second, claim a ready run, execute it, and poll with a short
-back-off when nothing is ready. The last write of a run (its end, or its suspension)
-commits together with the claim of the next run.
+and start time: it is alive while that backend exists), then loops: housekeeping
+(reclaim runs of dead workers, enforce step timeouts) about once a second, claim a ready
+run, execute it, and poll with a short back-off when nothing is ready. The last write of
+a run (its end, or its suspension) commits together with the claim of the next run.
 
 ``durable.run_worker`` calls the PL/Python procedure in slices of a few seconds, each
 one a ``CALL`` of its own, so that the memory PL/Python keeps for the duration of a
@@ -457,7 +457,9 @@ def _cancel_arrived_late(state: WorkerState) -> bool:
     db = state.db
     db.rollback()
     cancelled = db.one(
-        "select durable._cancel_arrived($1) as cancelled", ["integer"], [state.worker_id]
+        "select durable._cancel_arrived($1) as cancelled",
+        ["integer"],
+        [state.worker_id],
     )["cancelled"]
     db.commit()
     return bool(cancelled)

@@ -256,12 +256,14 @@ declare
     v_count integer := 0;
 begin
     -- Only a backend that is provably the worker (pid, start time and role alive) is
-    -- interrupted; the deadline is written by that worker itself (_worker_step).
+    -- interrupted; the deadline is written by that worker itself (_worker_step). A
+    -- worker interrupts its own step at the deadline (plpython/durable/alarm.py): this
+    -- is the fallback, one second later, for a worker that could not.
     for v_worker in
         select w.pid, w.step_deadline
         from durable._workers as w
         where
-            w.step_deadline < pg_catalog.clock_timestamp()
+            w.step_deadline < pg_catalog.clock_timestamp() - interval '1 second'
             and w.pid <> pg_catalog.pg_backend_pid()
             and durable._backend_alive(w.pid, w.backend_start, w.role)
     loop
@@ -280,8 +282,8 @@ end
 $body$;
 
 comment on function durable._interrupt_overdue_steps(double precision) is
-'Cancels the backend of each worker whose step is past its timeout (terminates it '
-'p_terminate_after seconds later); returns how many were interrupted.';
+'Cancels the backend of each worker whose step is more than a second past its timeout '
+'(terminates it p_terminate_after seconds after the timeout); returns how many.';
 
 create function durable._claim(
     p_worker integer,
@@ -500,7 +502,9 @@ begin
 end
 $body$;
 
-comment on function durable._record_attempt(uuid, integer, integer, text, jsonb, double precision) is
+comment on function durable._record_attempt(
+    uuid, integer, integer, text, jsonb, double precision
+) is
 'Keeps the error of one failed attempt of a step of a running run of the session user.';
 
 create function durable._reset_interruptions(p_run uuid) returns void

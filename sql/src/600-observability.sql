@@ -33,14 +33,15 @@ on conflict do nothing;
 -- Workers
 
 create view durable.workers with (security_invoker = true) as
-select
+select  -- noqa: ST06
     w.id,
     w.pid,
     w.role,
     w.queue,
     w.started_at,
     w.heartbeat_at,
-    -- Alive while the backend that registered it (pid, start time, role) exists.
+    -- Alive while the backend that registered it (pid, start time, role) exists; the
+    -- columns keep the order of 0.2.0.
     durable._backend_alive(w.pid, w.backend_start, w.role) as alive,
     r.id as run_id,
     r.workflow,
