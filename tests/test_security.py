@@ -249,6 +249,32 @@ def test_oversized_payloads_are_refused(conn, as_role, sql, params):
         )
 
 
+def test_a_deeply_nested_definition_is_refused(conn):
+    """A definition nested deeper than limits.max_payload_depth is refused (54000)
+    before it is validated, and nothing is written."""
+    conn.execute("create schema if not exists app")
+    deep = {"steps": [{"name": "s", "sql": "select 1", "note": [[[[[[1]]]]]]}]}
+    conn.execute(
+        "update durable._settings set value = '5' where key = 'limits.max_payload_depth'"
+    )
+    try:
+        state = sqlstate_of(
+            conn, "select durable.define_workflow('app.deep', %s)", [Jsonb(deep)]
+        )
+    finally:
+        conn.execute(
+            "update durable._settings set value = '100'"
+            " where key = 'limits.max_payload_depth'"
+        )
+    assert state == "54000"
+    assert (
+        conn.execute(
+            "select count(*) from durable._sql_workflows where name = 'app.deep'"
+        ).fetchone()[0]
+        == 0
+    )
+
+
 def test_limits_on_results_steps_and_children(conn, as_role):
     conn.execute(
         "update durable._settings set value = case key"
