@@ -617,6 +617,22 @@ def test_a_deeply_nested_run_cannot_stop_a_worker(conn, as_role):
         conn.execute("delete from durable._runs where id = %s", [poison])
 
 
+def test_an_undecodable_checkpoint_cannot_stop_a_worker(conn, as_role):
+    """A checkpoint nested deeper than the engine reads (one written before 0.3.0)
+    fails its run when it resumes (DU022); the worker goes on with the others."""
+    alice = as_role("alice")
+    run = sleeping_run(conn, alice, "app.nap_poisoned")
+    conn.execute(
+        f"update durable._steps set output = {DEEP} where run_id = %s and seq = 1",
+        [run],
+    )
+    others = [start(alice, "app.greet"), start(alice, "app.greet")]
+    work_until_finished(alice, conn, [run, *others])
+    poisoned = run_row(conn, run)
+    assert (poisoned["status"], poisoned["error"]["sqlstate"]) == ("failed", "DU022")
+    assert [status_of(conn, other) for other in others] == ["succeeded"] * 2
+
+
 # --------------------------------------------------- 5. fail-open privilege check
 
 

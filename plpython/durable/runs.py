@@ -35,6 +35,7 @@ __all__ = [
     "schedule_retry",
     "start_child",
     "suspend",
+    "undecodable",
     "wake_if_ready",
 ]
 
@@ -91,14 +92,20 @@ def claim(
         run["error"] = decode(run["error"])
     except (ValueError, RecursionError) as exc:
         run["input"] = run["error"] = None
-        run["undecodable"] = {
-            "sqlstate": UNDECODABLE,
-            "message": f"run {run['id']} of workflow {run['workflow']} cannot be"
-            f" decoded: {type(exc).__name__}: {exc}",
-            "hint": "Its input is nested deeper than the engine can read; start it"
-            " again with a flatter input (see the setting limits.max_payload_depth).",
-        }
+        run["undecodable"] = undecodable(run, "input", exc)
     return run
+
+
+def undecodable(run: dict[str, Any], what: str, exc: Exception) -> dict[str, Any]:
+    """The error that fails a run whose ``what`` (input, checkpoints) the engine
+    cannot decode: that run fails alone, the worker goes on."""
+    return {
+        "sqlstate": UNDECODABLE,
+        "message": f"the {what} of run {run['id']} of workflow {run['workflow']}"
+        f" cannot be decoded: {type(exc).__name__}: {exc}",
+        "hint": "JSON nested deeper than the engine can read (see the setting"
+        " limits.max_payload_depth); start the run again with flatter data.",
+    }
 
 
 def load_checkpoints(db: Database, run_id: str) -> dict[int, dict[str, Any]]:

@@ -119,7 +119,11 @@ def execute_run(state: WorkerState, run: dict[str, Any]) -> tuple | None:
     if refused is not None:
         runs.finish(db, run, "failed", None, refused)
         return None
-    checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
+    try:
+        checkpoints = runs.load_checkpoints(db, run["id"]) if run["resumed"] else {}
+    except (ValueError, RecursionError) as exc:
+        runs.finish(db, run, "failed", None, runs.undecodable(run, "checkpoints", exc))
+        return None
     deadline = None
     if options["timeout"]:
         deadline = run["started_at"] + options["timeout"]
