@@ -1,8 +1,8 @@
 """The worker loop behind ``CALL durable.run_worker()``.
 
-This is the only place that commits (the workflow context commits through the same
-handle while the worker executes a run). A worker registers itself (its backend's pid
-and start time: it is alive while that backend exists), then loops: housekeeping
+Commits happen only inside this ``CALL``: here, and, while the worker executes a run, in
+the workflow context through the same handle. A worker registers itself (its backend's
+pid and start time: it is alive while that backend exists), then loops: housekeeping
 (reclaim runs of dead workers, enforce step timeouts) about once a second, claim a ready
 run, execute it, and poll with a short back-off when nothing is ready. The last write of
 a run (its end, or its suspension) commits together with the claim of the next run.

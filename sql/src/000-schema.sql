@@ -16,10 +16,10 @@
 -- (pg_cron or `durablectl worker`). A worker registers in durable._workers with its
 -- backend's pid and start time (alive while that backend exists), and loops: claim the
 -- best ready run (FOR UPDATE SKIP LOCKED over a partial index that holds only unfinished
--- runs), execute it, poll with a short back-off when idle. Each step runs in its own
--- transaction: the step's SQL (or Python callable) and the checkpoint row in
--- durable._steps commit together (plpy.commit() in the worker loop is the only place
--- that commits), so a crash loses no
+-- runs), execute it, poll with a short back-off when idle. A step's SQL (or Python
+-- callable) and its checkpoint row in durable._steps commit in one transaction, at the
+-- workflow's next durable call or with the run's end (only run_worker's CALL commits:
+-- its loop, and the workflow context while it executes a run), so a crash loses no
 -- committed step and repeats none. A failing step is rolled back, recorded as failed
 -- and raised into the workflow code as durable.StepFailed.
 --
