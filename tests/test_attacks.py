@@ -626,11 +626,18 @@ def test_an_undecodable_checkpoint_cannot_stop_a_worker(conn, as_role):
         f"update durable._steps set output = {DEEP} where run_id = %s and seq = 1",
         [run],
     )
-    others = [start(alice, "app.greet"), start(alice, "app.greet")]
-    work_until_finished(alice, conn, [run, *others])
-    poisoned = run_row(conn, run)
-    assert (poisoned["status"], poisoned["error"]["sqlstate"]) == ("failed", "DU022")
-    assert [status_of(conn, other) for other in others] == ["succeeded"] * 2
+    try:
+        others = [start(alice, "app.greet"), start(alice, "app.greet")]
+        work_until_finished(alice, conn, [run, *others])
+        poisoned = run_row(conn, run)
+        assert (poisoned["status"], poisoned["error"]["sqlstate"]) == (
+            "failed",
+            "DU022",
+        )
+        assert [status_of(conn, other) for other in others] == ["succeeded"] * 2
+    finally:
+        conn.execute("delete from durable._steps where run_id = %s", [run])
+        conn.execute("delete from durable._runs where id = %s", [run])
 
 
 # --------------------------------------------------- 5. fail-open privilege check

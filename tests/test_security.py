@@ -255,7 +255,8 @@ def test_a_deeply_nested_definition_is_refused(conn):
     conn.execute("create schema if not exists app")
     deep = {"steps": [{"name": "s", "sql": "select 1", "note": [[[[[[1]]]]]]}]}
     conn.execute(
-        "update durable._settings set value = '5' where key = 'limits.max_payload_depth'"
+        "update durable._settings set value = '5'"
+        " where key = 'limits.max_payload_depth'"
     )
     try:
         state = sqlstate_of(

@@ -54,9 +54,9 @@ CLAIM_TYPES = [
     "integer", "double precision", "text", "uuid", "jsonb", *SAVE_STEP_TYPES[1:],
 ]  # fmt: skip
 CLAIMS = {
-    count: "select * from durable._claim("
+    count: "select durable._claim("
     + ", ".join(f"${n}" for n in range(1, count + 1))
-    + ")"
+    + ") as claimed"
     for count in (3, 5, 13)
 }
 
@@ -82,10 +82,9 @@ def claim(
         args += [run_id, result_json]
         if checkpoint is not None:
             args += list(checkpoint)
-    row = db.one(CLAIMS[len(args)], CLAIM_TYPES[: len(args)], args)
-    if row is None:
+    run = db.one(CLAIMS[len(args)], CLAIM_TYPES[: len(args)], args)["claimed"]
+    if run["id"] is None:
         return None
-    run = dict(row)
     run["id"] = str(run["id"])
     try:
         run["input"] = decode(run["input"])

@@ -60,13 +60,15 @@ comment on schema durable is 'durable workflow execution: API functions and view
 -- extension's owner. The caller is the role the session acts as: the role of SET ROLE,
 -- or else the session user. Neither can be set to a role the session user is not a
 -- member of, and a SECURITY DEFINER function does not change them.
+-- Both have no SET clause, so that the planner inlines them into the queries that call
+-- them (they are called in every write); they name only pg_catalog objects, qualified.
 create function durable._caller() returns name
 language sql stable parallel safe
-set search_path = pg_catalog, pg_temp
 as $body$
-    select coalesce(
-        nullif(pg_catalog.current_setting('role'), 'none'), session_user::text
-    )::name;
+    select case
+        when pg_catalog.current_setting('role') operator (pg_catalog.=) 'none' then session_user
+        else pg_catalog.current_setting('role')::pg_catalog.name
+    end;
 $body$;
 
 comment on function durable._caller() is
@@ -74,7 +76,6 @@ comment on function durable._caller() is
 
 create function durable._caller_is_admin() returns boolean
 language sql stable parallel safe
-set search_path = pg_catalog, pg_temp
 as $body$
     select pg_catalog.pg_has_role(durable._caller(), 'durable_admin', 'member');
 $body$;

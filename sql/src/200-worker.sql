@@ -298,92 +298,120 @@ create function durable._claim(
     p_attempts integer default null,
     p_output jsonb default null,
     p_error jsonb default null,
-    p_started_at double precision default null
-) returns table (
-    id uuid,
-    workflow text,
-    version_id bigint,
-    input text,
-    attempt integer,
-    resumed boolean,
-    cancel_requested boolean,
-    interruptions integer,
-    parent_id uuid,
-    queue text,
-    error text,
-    started_at double precision
+    p_started_at double precision default null,
+    out id uuid,
+    out workflow text,
+    out version_id bigint,
+    out input text,
+    out attempt integer,
+    out resumed boolean,
+    out cancel_requested boolean,
+    out interruptions integer,
+    out parent_id uuid,
+    out queue text,
+    out error text,
+    out started_at double precision
 )
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
 as $body$
 #variable_conflict use_column
 declare
-    v_role name := durable._own_worker(p_worker);
+    v_role name;
+    v_run uuid;
+    v_resumed boolean;
 begin
+    -- This is the worker's hottest function: its statements are simple enough for
+    -- generic plans, which are never planned again (custom plans would be, each call).
+    -- One row comes back, all null when nothing was claimed.
+    select w.role into v_role
+    from durable._workers as w
+    where w.id = p_worker and w.pid = pg_catalog.pg_backend_pid();
+    if not found then
+        perform durable._own_worker(p_worker);  -- raises 42501
+    end if;
     -- The run executed before this claim, if it succeeded without a parent: its last
     -- checkpoint and its end commit with this claim.
     if p_finished is not null then
-        update durable._runs as r
-        set
-            status = 'succeeded',
-            result = p_result,
-            error = null,
-            worker_id = null,
-            wake_at = null,
-            waiting_for = null,
-            finished_at = pg_catalog.clock_timestamp()
-        where r.id = p_finished and r.owner = v_role and r.worker_id = p_worker;
-        if found and p_seq is not null then
-            insert into durable._steps (
-                run_id, seq, name, kind, status, attempts, output, error, started_at,
-                finished_at, owner
-            )
-            values (
-                p_finished, p_seq, p_name, p_kind, p_status, p_attempts, p_output, p_error,
-                pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), v_role
-            );
-        end if;
+        with finished as (
+            update durable._runs as r
+            set
+                status = 'succeeded',
+                result = p_result,
+                error = null,
+                worker_id = null,
+                wake_at = null,
+                waiting_for = null,
+                finished_at = pg_catalog.clock_timestamp()
+            where r.id = p_finished and r.owner = v_role and r.worker_id = p_worker
+            returning r.id
+        )
+
+        insert into durable._steps (
+            run_id, seq, name, kind, status, attempts, output, error, started_at,
+            finished_at, owner
+        )
+        select
+            finished.id, p_seq, p_name, p_kind, p_status, p_attempts, p_output, p_error,
+            pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), v_role
+        from finished
+        where p_seq is not null;
     end if;
     -- No claim while a step's SET ROLE or SET SESSION AUTHORIZATION is still in effect:
     -- the worker undoes it first.
     if session_user <> v_role or durable._caller() <> v_role then
         return;
     end if;
-    return query
-    with next_run as (
-        select r.id, r.started_at is not null as resumed
+    -- Two statements, so that each uses its index (runs_ready_idx with a queue,
+    -- runs_ready_any_queue_idx without).
+    if p_queue is null then
+        select r.id, r.started_at is not null into v_run, v_resumed
         from durable._runs as r
         where
             r.owner = v_role
             and r.status in ('pending', 'sleeping', 'waiting')
             and r.wake_at <= pg_catalog.to_timestamp(p_now)
-            and (p_queue is null or r.queue = p_queue)
         order by r.priority desc, r.wake_at
         limit 1
-        for update skip locked
-    )
-
+        for update skip locked;
+    else
+        select r.id, r.started_at is not null into v_run, v_resumed
+        from durable._runs as r
+        where
+            r.owner = v_role
+            and r.queue = p_queue
+            and r.status in ('pending', 'sleeping', 'waiting')
+            and r.wake_at <= pg_catalog.to_timestamp(p_now)
+        order by r.priority desc, r.wake_at
+        limit 1
+        for update skip locked;
+    end if;
+    if v_run is null then
+        return;
+    end if;
+    resumed := v_resumed;
     update durable._runs as r
     set
         status = 'running',
         worker_id = p_worker,
         waiting_for = null,
         started_at = coalesce(r.started_at, pg_catalog.clock_timestamp())
-    from next_run
-    where r.id = next_run.id
+    where r.id = v_run
     returning
         r.id,
         r.workflow,
         r.version_id,
         r.input::text,
         r.attempt,
-        next_run.resumed,
         r.cancel_requested,
         r.interruptions,
         r.parent_id,
         r.queue,
         r.error::text,
-        extract(epoch from r.started_at)::float8;
+        extract(epoch from r.started_at)::float8
+    into id, workflow, version_id, input, attempt, cancel_requested, interruptions,
+    parent_id, queue, error, started_at;
 end
 $body$;
 
@@ -408,35 +436,31 @@ create function durable._save_step(
 ) returns void
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
 as $body$
 begin
-    perform
-    from durable._runs as r
-    where r.id = p_run and r.owner = session_user and r.status = 'running';
-    if not found then
-        raise exception using
-            errcode = 'DU010',
-            message = pg_catalog.format('run %s not found among the running runs of %s', p_run, session_user),
-            hint = 'A worker writes checkpoints only of the runs it executes.';
-    end if;
+    -- One statement: the checkpoint is written only if the run is the session user's
+    -- and running.
     if p_new then
         insert into durable._steps (
             run_id, seq, name, kind, status, attempts, output, error, started_at, finished_at,
             owner
         )
-        values (
+        select
             p_run, p_seq, p_name, p_kind, p_status, p_attempts, p_output, p_error,
-            pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), session_user
-        );
+            pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), r.owner
+        from durable._runs as r
+        where r.id = p_run and r.owner = session_user and r.status = 'running';
     else
         insert into durable._steps as s (
             run_id, seq, name, kind, status, attempts, output, error, started_at, finished_at,
             owner
         )
-        values (
+        select
             p_run, p_seq, p_name, p_kind, p_status, p_attempts, p_output, p_error,
-            pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), session_user
-        )
+            pg_catalog.to_timestamp(p_started_at), pg_catalog.clock_timestamp(), r.owner
+        from durable._runs as r
+        where r.id = p_run and r.owner = session_user and r.status = 'running'
         on conflict (run_id, seq) do update
             set
                 status = excluded.status,
@@ -444,6 +468,12 @@ begin
                 output = excluded.output,
                 error = excluded.error,
                 finished_at = excluded.finished_at;
+    end if;
+    if not found then
+        raise exception using
+            errcode = 'DU010',
+            message = pg_catalog.format('run %s not found among the running runs of %s', p_run, session_user),
+            hint = 'A worker writes checkpoints only of the runs it executes.';
     end if;
 end
 $body$;
