@@ -3,7 +3,9 @@
 A workflow cannot be run by calling its SQL function (inside a function no step could
 commit). The worker compiles the pinned source text the same way PL/Python compiles a
 function body: ``def <name>():`` followed by the body indented by one tab, with the
-arguments, ``plpy``, ``GD`` and ``SD`` as globals, plus ``wf``.
+arguments, ``plpy``, ``GD`` and ``SD`` as globals, plus ``wf``. A SQL workflow's
+version is its definition instead, run by :func:`durable.definitions.execute`; this
+module also checks a definition for ``durable.define_workflow``.
 """
 
 from __future__ import annotations
@@ -15,21 +17,17 @@ from typing import Any, Callable
 
 from . import definitions
 from .db import Database
-from .errors import RUN_NOT_FOUND, WORKFLOW_ERROR, DurableError
+from .errors import WORKFLOW_ERROR, DurableError
 
 __all__ = [
     "CompiledWorkflow",
     "SqlWorkflow",
     "check_definition_json",
     "compile_source",
-    "explain_json",
-    "graph_json",
     "load",
 ]
 
 SYNTAX_ERROR = "42601"
-WRONG_OBJECT_TYPE = "42809"
-UNDEFINED_FUNCTION = "42883"
 
 FUNCTION_NAME = "__durable_workflow__"
 
@@ -152,6 +150,7 @@ def _sql_checker(plpy: Any) -> Callable[[str, str], None]:
 
 
 def _error_json(exc: DurableError) -> str:
+    """``{"error": ...}`` for a DurableError, as durable.define_workflow reads it."""
     return json.dumps(
         {"error": {"sqlstate": exc.sqlstate, "message": str(exc), "hint": exc.hint}}
     )
@@ -166,87 +165,3 @@ def check_definition_json(plpy: Any, workflow: str, definition_json: str) -> str
     except DurableError as exc:
         return _error_json(exc)
     return json.dumps({"definition": canonical})
-
-
-def graph_json(plpy: Any, workflow: str) -> str:
-    """The Mermaid flowchart of a SQL workflow's current definition."""
-    rows = plpy.execute(
-        plpy.prepare(
-            "select w.name, v.source from durable._find_sql_workflow($1,"
-            " pg_catalog.current_schemas(true)) as w"
-            " join durable._workflow_versions as v on v.id = w.version_id",
-            ["text"],
-        ),
-        [workflow],
-    )
-    if rows.nrows() == 0:
-        function = plpy.execute(
-            plpy.prepare("select to_regproc($1) is not null as found", ["text"]),
-            [workflow],
-        )[0]["found"]
-        if function:
-            plpy.error(
-                f'workflow "{workflow}" is a Python workflow; its structure is code',
-                hint="durable.explain(run) draws the steps a run of it took.",
-                sqlstate=WRONG_OBJECT_TYPE,
-            )
-        plpy.error(
-            f'SQL workflow "{workflow}" does not exist',
-            hint="Define it with durable.define_workflow(name, definition).",
-            sqlstate=UNDEFINED_FUNCTION,
-        )
-    return definitions.graph(rows[0]["name"], json.loads(rows[0]["source"]))
-
-
-STATUS_CLASSES = {
-    "succeeded": "fill:#d4edda,stroke:#2e7d32",
-    "failed": "fill:#f8d7da,stroke:#c62828",
-    "retrying": "fill:#fff3cd,stroke:#f9a825",
-    "waiting": "fill:#e3f2fd,stroke:#1565c0",
-}
-
-
-def explain_json(plpy: Any, run_id: str) -> str:
-    """A Mermaid flowchart of the steps a run took (status, attempts, duration)."""
-    run = plpy.execute(
-        plpy.prepare(
-            "select workflow, status from durable._runs where id = $1", ["uuid"]
-        ),
-        [run_id],
-    )
-    if run.nrows() == 0:
-        plpy.error(
-            f"run {run_id} not found",
-            hint="Runs are deleted by durable.purge() once finished and old enough.",
-            sqlstate=RUN_NOT_FOUND,
-        )
-    steps = plpy.execute(
-        plpy.prepare(
-            "select seq, name, kind, status, attempts,"
-            " round(extract(epoch from finished_at - started_at)::numeric * 1000)"
-            "::bigint as ms from durable._steps where run_id = $1 order by"
-            " seq < 0, abs(seq)",
-            ["uuid"],
-        ),
-        [run_id],
-    )
-    label = definitions.mermaid_label
-    lines = ["flowchart TD", f'    run(["{label(run[0]["workflow"])}"])']
-    previous = "run"
-    for step in steps:
-        node = f"s{step['seq']}" if step["seq"] >= 0 else f"c{-step['seq']}"
-        details = f"{step['kind']} · {step['status']}"
-        if step["attempts"] != 1:
-            details += f" · {step['attempts']} attempts"
-        if step["ms"] is not None:
-            details += f" · {step['ms']} ms"
-        lines.append(f'    {node}["{label(step["name"])}<br/>{details}"]')
-        lines.append(f"    {previous} --> {node}")
-        if step["status"] in STATUS_CLASSES:
-            lines.append(f"    class {node} {step['status']}")
-        previous = node
-    status = run[0]["status"]
-    lines.append(f'    finish(["{status}"])')
-    lines.append(f"    {previous} --> finish")
-    lines += [f"    classDef {name} {style}" for name, style in STATUS_CLASSES.items()]
-    return "\n".join(lines) + "\n"

@@ -242,7 +242,7 @@ create function durable.graph(workflow text) returns text
 language plpython3u
 as $body$
 engine = GD[plpy.execute("select durable._load() as key")[0]["key"]]
-return engine.workflows.graph_json(plpy, workflow)
+return engine.rendering.graph_json(plpy, workflow)
 $body$;
 
 comment on function durable.graph(text) is
@@ -253,7 +253,7 @@ language plpython3u
 set search_path = pg_catalog, pg_temp
 as $body$
 engine = GD[plpy.execute("select durable._load() as key")[0]["key"]]
-return engine.workflows.explain_json(plpy, run)
+return engine.rendering.explain_json(plpy, run)
 $body$;
 
 comment on function durable.explain(uuid) is
