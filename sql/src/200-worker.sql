@@ -541,14 +541,23 @@ create function durable._reset_interruptions(p_run uuid) returns void
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $body$
+declare
+    v_row durable._runs := durable._running_run(p_run);
 begin
-    perform durable._running_run(p_run);
+    -- The run's row stays locked until its step commits, and the run may finish in
+    -- that transaction (_finish locks its parent, then it): lock the parent first, in
+    -- the order of _finish and durable.cancel(), or a cancel of the parent between the
+    -- two would deadlock with this worker.
+    if v_row.parent_id is not null then
+        perform from durable._runs as p where p.id = v_row.parent_id for no key update;
+    end if;
     update durable._runs as r set interruptions = 0 where r.id = p_run;
 end
 $body$;
 
 comment on function durable._reset_interruptions(uuid) is
-'Forgets the interrupted attempts of a running run once they have been recorded.';
+'Forgets the interrupted attempts of a running run once they have been recorded (its '
+'parent locked first, as durable.cancel() locks a tree).';
 
 create function durable._suspend(
     p_run uuid, p_status text, p_wake_at double precision, p_waiting_for text
