@@ -49,7 +49,7 @@ def test_install_script_refuses_psql(cluster):
 
     script = installed_extension_dir() / f"durable--{extension_version()}.sql"
     result = subprocess.run(
-        ["psql", cluster.dsn(), "-X", "-f", str(script)],
+        [cluster.bindir / "psql", cluster.dsn(), "-X", "-f", str(script)],
         capture_output=True,
         text=True,
     )

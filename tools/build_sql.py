@@ -4,16 +4,29 @@
 The install script is the SQL sources in ``sql/src`` (in file-name order) followed by
 the loader function ``durable._load()``, which carries every module of the Python
 package ``plpython/durable`` and installs them into ``sys.modules`` on first use in a
-session. An update script ``durable--<old>--<new>.sql`` is the hand-written change in
-``sql/updates/<old>--<new>.sql`` followed by the same loader (``create or replace``),
-so every update also replaces the engine. The version comes from ``default_version`` in
-``durable.control`` (the only place it is written down). Released scripts are frozen
-copies in ``sql/``; this tool only builds those of the version in development.
+session. The version comes from ``default_version`` in ``durable.control`` (the only
+place it is written down). Released scripts are frozen copies in ``sql/``; this tool
+only builds those of the version in development.
+
+An update script ``durable--<old>--<new>.sql`` has four parts, in this order:
+
+1. the incremental part, hand-written: ``sql/updates/<old>--<new>.sql`` (new and
+   changed tables, columns, indexes, settings rows; DROP of the routines and views
+   that CREATE OR REPLACE cannot change or that no longer exist);
+2. the idempotent part, generated from ``sql/src/*.sql`` in file order: every
+   ``create function`` / ``create procedure`` as ``create or replace``, every
+   ``create view`` as ``create or replace view``, and every ``comment on function``,
+   ``procedure`` or ``view``; nothing else of the sources is repeated;
+3. the loader (``create or replace``), so every update also replaces the engine;
+4. the trailing part, hand-written and optional: ``sql/updates/<old>--<new>.post.sql``,
+   for what needs the new routines (column defaults and policies calling them,
+   privileges: re-granting what the new ``durable.grant_usage()`` grants).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -78,6 +91,157 @@ comment on function durable._load() is
 revoke all on function durable._load() from public;
 grant execute on function durable._load() to durable_admin;
 """
+
+
+# ------------------------------------------------------------- statement splitting
+
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z_0-9\x80-\uffff]*)?\$")
+_IDENTIFIER_CHAR = re.compile(r"[A-Za-z_0-9$\x80-\uffff]")
+
+
+def split_statements(text: str) -> list[str]:
+    """Split SQL text into statements, each with the comments and blank lines that
+    precede it and ending with its ``;``. Semicolons inside ``--`` and ``/* */``
+    comments (nested), quoted strings (``'...'``, ``E'...'``), quoted identifiers and
+    dollar-quoted bodies do not end a statement. Text after the last ``;`` (comments
+    only, or a statement without its ``;``) is an error unless it is blank or comments.
+    """
+    statements = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while depth:
+                if i >= n:
+                    raise ValueError("unterminated /* comment")
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif c == "'":
+            # E'...' strings take backslash escapes; standard strings do not.
+            escapes = (
+                i > 0
+                and text[i - 1] in "eE"
+                and (i < 2 or not _IDENTIFIER_CHAR.match(text[i - 2]))
+            )
+            i += 1
+            while True:
+                if i >= n:
+                    raise ValueError("unterminated quoted string")
+                if escapes and text[i] == "\\":
+                    i += 2
+                elif text[i] == "'":
+                    if text.startswith("''", i):
+                        i += 2
+                    else:
+                        i += 1
+                        break
+                else:
+                    i += 1
+        elif c == '"':
+            end = text.find('"', i + 1)
+            while end >= 0 and text.startswith('""', end):
+                end = text.find('"', end + 2)
+            if end < 0:
+                raise ValueError("unterminated quoted identifier")
+            i = end + 1
+        elif c == "$" and not (i > 0 and _IDENTIFIER_CHAR.match(text[i - 1])):
+            match = _DOLLAR_TAG.match(text, i)
+            if match:
+                end = text.find(match.group(0), match.end())
+                if end < 0:
+                    raise ValueError(f"unterminated dollar quote {match.group(0)}")
+                i = end + len(match.group(0))
+            else:
+                i += 1  # a parameter such as $1
+        elif c == ";":
+            statements.append(text[start : i + 1])
+            start = i = i + 1
+        else:
+            i += 1
+    rest = text[start:]
+    if strip_comments(rest).strip():
+        raise ValueError(f"statement without a final ';': {rest.strip()[:60]!r}")
+    return statements
+
+
+def strip_comments(statement: str) -> str:
+    """The statement without its leading comments and blank lines."""
+    text = statement
+    while True:
+        text = text.lstrip()
+        if text.startswith("--"):
+            end = text.find("\n")
+            text = "" if end < 0 else text[end + 1 :]
+        elif text.startswith("/*"):
+            depth, i = 1, 2
+            while depth and i < len(text):
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            text = text[i:]
+        else:
+            return text
+
+
+# What the idempotent part of an update script repeats from sql/src, and how: a pattern
+# of the statement's first words, and what replaces them (None: kept as they are).
+_REPEATED = [
+    (
+        re.compile(r"create\s+(or\s+replace\s+)?function\b", re.I),
+        "create or replace function",
+    ),
+    (
+        re.compile(r"create\s+(or\s+replace\s+)?procedure\b", re.I),
+        "create or replace procedure",
+    ),
+    (re.compile(r"create\s+(or\s+replace\s+)?view\b", re.I), "create or replace view"),
+    (re.compile(r"comment\s+on\s+(function|procedure|routine|view)\b", re.I), None),
+]
+
+
+def idempotent_statement(statement: str) -> str | None:
+    """The statement as the idempotent part of an update script repeats it, or None
+    when that part leaves it out (it belongs to the hand-written incremental part)."""
+    body = strip_comments(statement)
+    for pattern, replacement in _REPEATED:
+        match = pattern.match(body)
+        if match:
+            if "$" not in body and re.search(r"\bbegin\s+atomic\b", body, re.I):
+                # Its body holds semicolons outside quotes: write it dollar-quoted.
+                raise ValueError("a BEGIN ATOMIC body is not supported")
+            if replacement is None:
+                return body
+            return replacement + body[match.end() :]
+    return None
+
+
+def idempotent_part() -> str:
+    """Every routine, view and their comments of ``sql/src/*.sql``, in file order, in
+    the form that replaces what an older version has (create or replace)."""
+    parts = ["-- idempotent part (generated from sql/src/*.sql)"]
+    for path in sorted((ROOT / "sql" / "src").glob("*.sql")):
+        try:
+            statements = split_statements(path.read_text())
+            repeated = [s for s in map(idempotent_statement, statements) if s]
+        except ValueError as exc:
+            raise SystemExit(f"{path.relative_to(ROOT)}: {exc}") from exc
+        if repeated:
+            parts.append(f"-- {path.relative_to(ROOT).as_posix()}")
+            parts += [s + "\n" for s in repeated]
+    return "\n".join(parts)
 
 
 def extension_version() -> str:
@@ -147,16 +311,25 @@ def build() -> str:
 
 
 def build_update(old: str) -> str:
-    """Return the text of the update script from version ``old`` to this version."""
+    """Return the text of the update script from version ``old`` to this version:
+    the incremental part, the idempotent part, the loader and the trailing part."""
     version = extension_version()
     change = ROOT / "sql" / "updates" / f"{old}--{version}.sql"
+    post = change.with_name(f"{old}--{version}.post.sql")
+    written = [change] + ([post] if post.exists() else [])
     parts = header(
         f"durable {old} to {version} update script",
-        change.relative_to(ROOT).as_posix(),
+        ", ".join(path.relative_to(ROOT).as_posix() for path in written)
+        + ",\n-- sql/src/*.sql",
         f"ALTER EXTENSION durable UPDATE TO '{version}'",
     )
+    parts.append(f"-- incremental part ({change.relative_to(ROOT).as_posix()})")
     parts.append(change.read_text())
+    parts.append(idempotent_part())
     parts.append(loader(version, replace=True))
+    if post.exists():
+        parts.append(f"-- trailing part ({post.relative_to(ROOT).as_posix()})")
+        parts.append(post.read_text())
     return "\n".join(parts)
 
 
@@ -171,9 +344,14 @@ def development_scripts() -> dict[str, str]:
 
 
 def installed_extension_dir() -> Path:
-    """The server's directory of extension control and script files (pg_config)."""
+    """The server's directory of extension control and script files: that of
+    ``$PG_CONFIG`` (the Makefile exports it; ``make test PG=17``), else of the
+    ``pg_config`` on PATH."""
     sharedir = subprocess.run(
-        ["pg_config", "--sharedir"], capture_output=True, text=True, check=True
+        [os.environ.get("PG_CONFIG") or "pg_config", "--sharedir"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     return Path(sharedir) / "extension"
 
