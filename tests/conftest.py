@@ -1,12 +1,15 @@
 """Fixtures: one throwaway cluster per test session, one database per test module.
 
-The cluster runs as the ``postgres`` OS user with pg_cron preloaded. A template
-database gets ``CREATE EXTENSION durable CASCADE`` once; each test module works in its
-own clone of it.
+The cluster runs as the ``postgres`` OS user, with pg_cron preloaded where the server
+has it (Debian packages it for PostgreSQL 15 only). The server is the one of
+``$PG_CONFIG`` (``make test PG=17``), named in the session's header. A template database
+gets ``CREATE EXTENSION durable CASCADE`` once; each test module works in its own clone
+of it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -14,9 +17,33 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from build_sql import stale_scripts
-from pgcluster import Cluster
+from pgcluster import Cluster, pg_bindir, pg_cron_missing, server_version
 
 TEMPLATE = "durable_template"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which server the session runs against, and whether pg_cron is there."""
+    try:
+        server = f"PostgreSQL {server_version()} ({pg_bindir()})"
+    except (RuntimeError, OSError, ValueError) as exc:
+        return [f"PostgreSQL: none found ({exc})"]
+    return [f"{server}, {pg_cron_missing() or 'pg_cron: preloaded'}"]
+
+
+@pytest.fixture
+def pg_cron() -> None:
+    """For a test that needs pg_cron preloaded: skips it, naming the missing package,
+    where the server has no pg_cron (Debian packages it for PostgreSQL 15 only)."""
+    missing = pg_cron_missing()
+    if missing:
+        pytest.skip(missing)
+
+
+def install_options() -> str:
+    """How `make install` selects the server of this session (none for the default)."""
+    config = os.environ.get("PG_CONFIG")
+    return f" PG_CONFIG={config}" if config and config != "pg_config" else ""
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +53,7 @@ def cluster() -> Iterator[Cluster]:
     if stale:
         pytest.exit(
             f"{', '.join(map(str, stale))} missing or older than the sources:"
-            " run `make install`",
+            f" run `make install{install_options()}`",
             2,
         )
     server = Cluster().start()

@@ -1,9 +1,9 @@
 """The psql examples in README.md and docs/*.md are executed, and their output checked.
 
-In a page, a ```sql block runs in psql (one session per page, blocks in order, from the
-repository root so ``\\i examples/...`` works). When a ```text block follows it, that is
-the expected output (trailing blanks ignored); otherwise the block must not print an
-ERROR. A block preceded by ``<!-- not run -->`` is skipped.
+In a page, a ```sql block runs in the server's own psql (one session per page, blocks in
+order, from the repository root so ``\\i examples/...`` works). When a ```text block
+follows it, that is the expected output (trailing blanks ignored); otherwise the block
+must not print an ERROR. A block preceded by ``<!-- not run -->`` is skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_page_examples(cluster, page):
     script = "\\set VERBOSITY default\n\\set SHOW_CONTEXT never\n"
     script += "".join(f"{sql}\n\\echo {MARKER}\n" for sql, _ in blocks)
     result = subprocess.run(
-        ["psql", "-X", "-q", "-P", "pager=off", cluster.dsn(dbname)],
+        [cluster.bindir / "psql", "-X", "-q", "-P", "pager=off", cluster.dsn(dbname)],
         input=script,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -207,7 +207,7 @@ def test_install_workers_without_pg_cron_names_durablectl(conn):
     assert "durablectl worker" in raised.value.diag.message_hint
 
 
-def test_install_workers_with_pg_cron_executes_runs(cluster):
+def test_install_workers_with_pg_cron_executes_runs(cluster, pg_cron):
     """pg_cron lives in the database named by cron.database_name (postgres here)."""
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
         conn.execute("create extension if not exists pg_cron")

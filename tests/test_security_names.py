@@ -269,20 +269,9 @@ def test_a_workers_fires_start_runs_of_its_role(as_role, conn):
 
 
 @pytest.fixture
-def cron_db(cluster):
+def cron_db(cluster, pg_cron):
     """The database of pg_cron (cron.database_name is postgres in the test cluster)."""
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
-        available = conn.execute(
-            "select count(*) from pg_available_extensions where name = 'pg_cron'"
-        ).fetchone()[0]
-        preloaded = (
-            "pg_cron"
-            in conn.execute(
-                "select current_setting('shared_preload_libraries')"
-            ).fetchone()[0]
-        )
-        if not (available and preloaded):
-            pytest.skip("pg_cron is not installed or not preloaded in this cluster")
         conn.execute("create extension if not exists pg_cron")
         conn.execute("create extension if not exists durable cascade")
         create_roles(conn)

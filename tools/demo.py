@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-from pgcluster import Cluster
+from pgcluster import Cluster, server_version
 from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,10 @@ def show(conn: psycopg.Connection, title: str, sql: str) -> None:
 
 def main() -> int:
     cluster = Cluster(name="durable-demo").start()
-    print(f"throwaway cluster on port {cluster.port} in {cluster.base}")
+    print(
+        f"throwaway PostgreSQL {server_version()} cluster on port {cluster.port}"
+        f" in {cluster.base}"
+    )
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("create extension durable cascade")

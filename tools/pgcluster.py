@@ -2,7 +2,12 @@
 
 A cluster lives in a temporary directory owned by the ``postgres`` OS user (``initdb``
 refuses to run as root), listens on a free port on 127.0.0.1 and on a Unix socket in
-that directory, preloads pg_cron, and is removed by :meth:`Cluster.stop`.
+that directory, preloads pg_cron where the server has it, and is removed by
+:meth:`Cluster.stop`.
+
+The server is the one of ``$PG_CONFIG`` when it is set (the Makefile exports it:
+``make test PG=17`` selects PostgreSQL 17), else of the ``pg_config`` on ``PATH``, else
+the newest in ``/usr/lib/postgresql``.
 
 :meth:`Cluster.standby` clones a running cluster with ``pg_basebackup -R`` into a
 streaming-replication standby (its own directory, port and socket), which
@@ -13,6 +18,7 @@ of a cluster at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -23,11 +29,22 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Cluster", "pg_bindir"]
+__all__ = [
+    "Cluster",
+    "pg_bindir",
+    "pg_config",
+    "pg_cron_missing",
+    "server_major",
+    "server_version",
+]
 
-DEFAULT_SETTINGS = {
+# Preloaded only where the server has pg_cron (pg_cron_missing()).
+PG_CRON_SETTINGS = {
     "shared_preload_libraries": "pg_cron",
     "cron.database_name": "postgres",
+}
+
+DEFAULT_SETTINGS = {
     "max_connections": "100",
     "fsync": "off",
     "full_page_writes": "off",
@@ -37,19 +54,80 @@ DEFAULT_SETTINGS = {
 }
 
 
+def pg_config() -> str | None:
+    """The pg_config of the selected server: ``$PG_CONFIG`` (a path, or a command on
+    ``PATH``) when set, else ``pg_config`` on ``PATH``; None when there is none."""
+    configured = os.environ.get("PG_CONFIG") or "pg_config"
+    found = shutil.which(configured)
+    if os.environ.get("PG_CONFIG") and not found:
+        raise RuntimeError(f"PG_CONFIG={configured} is not an executable")
+    return found
+
+
+@functools.cache
+def _pg_config_value(option: str) -> str | None:
+    config = pg_config()
+    if not config:
+        return None
+    return subprocess.run(
+        [config, option], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def pg_bindir() -> Path:
     """Directory of the server binaries (initdb, pg_ctl, postgres)."""
-    config = shutil.which("pg_config")
-    if config:
-        bindir = subprocess.run(
-            [config, "--bindir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        if (Path(bindir) / "initdb").exists():
-            return Path(bindir)
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    bindir = _pg_config_value("--bindir")
+    if bindir and (Path(bindir) / "initdb").exists():
+        return Path(bindir)
+    if os.environ.get("PG_CONFIG"):
+        config = os.environ["PG_CONFIG"]
+        raise RuntimeError(f"no initdb in {bindir} (PG_CONFIG={config})")
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parent.parent.name),
+    )
     if not candidates:
         raise RuntimeError("no PostgreSQL server found: run `make bootstrap`")
     return candidates[-1].parent
+
+
+def _pkglibdir() -> Path:
+    """Directory of the server's loadable modules (``pg_config --pkglibdir``)."""
+    bindir = pg_bindir()
+    if _pg_config_value("--bindir") == str(bindir):
+        return Path(_pg_config_value("--pkglibdir"))
+    return bindir.parent / "lib"  # /usr/lib/postgresql/<major>/lib
+
+
+@functools.cache
+def server_version() -> str:
+    """The selected server's version, e.g. ``17.11``."""
+    output = subprocess.run(
+        [str(pg_bindir() / "postgres"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return output.split()[2]  # postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)
+
+
+def server_major() -> int:
+    """The selected server's major version, e.g. 17."""
+    return int(server_version().split(".")[0])
+
+
+def pg_cron_missing() -> str | None:
+    """Why the selected server cannot load pg_cron, or None when it can: it comes
+    from Debian's ``postgresql-<major>-cron`` package, which bookworm has for its
+    own major only (15)."""
+    if (_pkglibdir() / "pg_cron.so").exists():
+        return None
+    major = server_major()
+    if (Path("/usr/lib/postgresql") / str(major) / "bin" / "postgres") == (
+        pg_bindir() / "postgres"
+    ):
+        return f"pg_cron: postgresql-{major}-cron is not installed (make bootstrap)"
+    return f"pg_cron: no postgresql-{major}-cron package"
 
 
 def free_port() -> int:
@@ -72,7 +150,8 @@ class Cluster:
     """One throwaway cluster: start() it, connect with dsn(), destroy() it."""
 
     def __init__(self, settings: dict[str, str] | None = None, name: str = "durable"):
-        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        preload = {} if pg_cron_missing() else PG_CRON_SETTINGS
+        self.settings = {**preload, **DEFAULT_SETTINGS, **(settings or {})}
         self.bindir = pg_bindir()
         self.base = Path(tempfile.mkdtemp(prefix=f"{name}-pg-"))
         self.datadir = self.base / "data"
