@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -149,10 +150,19 @@ def _alive(pid: int) -> bool:
 class Cluster:
     """One throwaway cluster: start() it, connect with dsn(), destroy() it."""
 
-    def __init__(self, settings: dict[str, str] | None = None, name: str = "durable"):
-        preload = {} if pg_cron_missing() else PG_CRON_SETTINGS
+    def __init__(
+        self,
+        settings: dict[str, str] | None = None,
+        name: str = "durable",
+        bindir: Path | None = None,
+        initdb_options: Sequence[str] = (),
+    ):
+        """``bindir``: another server's binaries than the selected one (pg_upgrade);
+        ``initdb_options``: more options for initdb."""
+        preload = {} if bindir or pg_cron_missing() else PG_CRON_SETTINGS
         self.settings = {**preload, **DEFAULT_SETTINGS, **(settings or {})}
-        self.bindir = pg_bindir()
+        self.bindir = bindir or pg_bindir()
+        self.initdb_options = list(initdb_options)
         self.base = Path(tempfile.mkdtemp(prefix=f"{name}-pg-"))
         self.datadir = self.base / "data"
         self.logfile = self.base / "server.log"
@@ -174,8 +184,8 @@ class Cluster:
             command, capture_output=True, text=True, check=check, cwd=self.base
         )
 
-    def start(self) -> Cluster:
-        """initdb (first time only) and start the server; returns self."""
+    def init(self) -> Cluster:
+        """initdb and the throwaway settings, unless the data directory exists."""
         if not self.datadir.exists():
             self._run(
                 self.bindir / "initdb",
@@ -189,6 +199,7 @@ class Cluster:
                 "UTF8",
                 "--locale=C",
                 "--no-sync",
+                *self.initdb_options,
             )
             with open(self.datadir / "postgresql.conf", "a") as conf:
                 conf.write("\n# throwaway cluster settings (tools/pgcluster.py)\n")
@@ -197,6 +208,11 @@ class Cluster:
                 conf.write(f"port = {self.port}\n")
                 conf.write("listen_addresses = '127.0.0.1'\n")
                 conf.write(f"unix_socket_directories = '{self.base}'\n")
+        return self
+
+    def start(self) -> Cluster:
+        """initdb (first time only) and start the server; returns self."""
+        self.init()
         result = self._run(
             self.bindir / "pg_ctl",
             "-D",
