@@ -100,6 +100,41 @@ def conn(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
     return connect()
 
 
+@pytest.fixture
+def as_role(
+    cluster: Cluster, dbname: str
+) -> Iterator[Callable[..., psycopg.Connection]]:
+    """Open autocommit connections as a role (a LOGIN role made with create_roles),
+    to the module's database or another; all are closed after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def connect(role: str, database: str | None = None) -> psycopg.Connection:
+        conn = psycopg.connect(
+            cluster.dsn(database or dbname, user=role), autocommit=True
+        )
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+def create_roles(
+    conn: psycopg.Connection, roles: tuple[str, ...], admins: tuple[str, ...] = ()
+) -> None:
+    """Create LOGIN roles that do not exist yet (roles belong to the cluster, not to
+    a module's database) and make ``admins`` members of durable_admin."""
+    for role in roles:
+        exists = conn.execute(
+            "select count(*) from pg_roles where rolname = %s", [role]
+        ).fetchone()[0]
+        if not exists:
+            conn.execute(f"create role {role} login")
+    for admin in admins:
+        conn.execute(f"grant durable_admin to {admin}")
+
+
 def drain(conn: psycopg.Connection, queue: str | None = None) -> None:
     """Run a worker on ``conn`` until nothing is ready."""
     conn.execute("call durable.run_worker(queue => %s, drain => true)", [queue])

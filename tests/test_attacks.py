@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from conftest import drain, wait_until
+from conftest import create_roles, drain, wait_until
 from psycopg.types.json import Jsonb
 
 ROLES = ("alice", "bob", "carol")
@@ -104,31 +104,10 @@ grant execute on function app.bobonly_greet(jsonb), app.bobonly_fails(jsonb),
 def roles(cluster, dbname):
     """alice and bob use durable; carol is a durable_admin member (not superuser)."""
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
-        for role in ROLES:
-            exists = conn.execute(
-                "select count(*) from pg_roles where rolname = %s", [role]
-            ).fetchone()[0]
-            if not exists:
-                conn.execute(f"create role {role} login")
-        conn.execute("grant durable_admin to carol")
+        create_roles(conn, ROLES, admins=("carol",))
         for role in ROLES:
             conn.execute("select durable.grant_usage(%s)", [role])
         conn.execute(SETUP)
-
-
-@pytest.fixture
-def as_role(cluster, dbname):
-    """Open autocommit connections as a role; all are closed after the test."""
-    opened = []
-
-    def connect(role):
-        conn = psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True)
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
 
 
 class Background:

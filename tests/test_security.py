@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import drain
+from conftest import create_roles, drain
 from psycopg.types.json import Jsonb
 
 ROLES = ("alice", "bob", "carol", "dave")
@@ -66,30 +66,10 @@ grant execute on function app.whoami(jsonb), app.escape(jsonb), app.big(jsonb),
 @pytest.fixture(scope="module", autouse=True)
 def roles(cluster, dbname):
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
-        for role in ROLES:
-            exists = conn.execute(
-                "select count(*) from pg_roles where rolname = %s", [role]
-            ).fetchone()[0]
-            if not exists:
-                conn.execute(f"create role {role} login")
-        conn.execute("grant durable_admin to carol")
+        create_roles(conn, ROLES, admins=("carol",))
         for role in ("alice", "bob"):
             conn.execute("select durable.grant_usage(%s)", [role])
         conn.execute(SETUP)
-
-
-@pytest.fixture
-def as_role(cluster, dbname):
-    opened = []
-
-    def connect(role):
-        conn = psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True)
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
 
 
 def start(conn, workflow, value=None):

@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from conftest import create_roles
 from psycopg.types.json import Jsonb
 
 ROLES = ("sn_owner", "sn_user", "sn_other", "sn_admin")
@@ -37,39 +38,13 @@ TWO_STEPS = {
 }
 
 
-def create_roles(conn: psycopg.Connection) -> None:
-    for role in ROLES:
-        exists = conn.execute(
-            "select count(*) from pg_roles where rolname = %s", [role]
-        ).fetchone()[0]
-        if not exists:
-            conn.execute(f"create role {role} login")
-    conn.execute("grant durable_admin to sn_admin")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def roles(cluster, dbname):
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
-        create_roles(conn)
+        create_roles(conn, ROLES, admins=("sn_admin",))
         for role in ROLES:
             conn.execute("select durable.grant_usage(%s)", [role])
         conn.execute(SETUP)
-
-
-@pytest.fixture
-def as_role(cluster, dbname):
-    opened = []
-
-    def connect(role, database=None):
-        conn = psycopg.connect(
-            cluster.dsn(database or dbname, user=role), autocommit=True
-        )
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
 
 
 def define(conn, name, definition):
@@ -274,7 +249,7 @@ def cron_db(cluster, pg_cron):
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
         conn.execute("create extension if not exists pg_cron")
         conn.execute("create extension if not exists durable cascade")
-        create_roles(conn)
+        create_roles(conn, ROLES, admins=("sn_admin",))
         conn.execute("select durable.grant_usage('sn_user')")
         conn.execute("select durable.uninstall_workers()")
         try:
