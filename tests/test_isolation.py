@@ -34,12 +34,6 @@ from pgcluster import pg_bindir, pg_config, server_major
 SPECS = Path(__file__).parent / "isolation"
 EXPECTED = SPECS / "expected"
 
-# Specs whose expected output shows a known defect, with the defect. Such a spec must
-# still give exactly its expected output; it is then reported as an expected failure.
-# When the defect is fixed its output changes: update the expected file (see above)
-# and remove the entry.
-KNOWN_ISSUES: dict[str, str] = {}
-
 # isolationtester waits at most twice this for a step (then cancels it and fails).
 STEP_TIMEOUT_SECONDS = 30
 
@@ -139,5 +133,3 @@ def test_isolation_spec(cluster, name, tmp_path):
             f" (actual output: {actual_file}):\n{diff}",
             pytrace=False,
         )
-    if name in KNOWN_ISSUES:
-        pytest.xfail(KNOWN_ISSUES[name])

@@ -223,11 +223,14 @@ def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
     a SQL workflow must still be defined.
     """
     row = db.one(
-        "select v.kind, case when v.kind = 'python'"
-        " then pg_catalog.to_regprocedure($1 || '(jsonb)')::oid end as fn,"
+        "select v.kind, f.fn is not null as exists,"
+        " coalesce(pg_catalog.has_function_privilege(f.fn, 'execute'), false)"
+        " as allowed,"
         " v.kind = 'sql' and exists (select from durable._sql_workflows as w"
         " where w.name = $1) as defined"
-        " from durable._workflow_versions as v where v.id = $2",
+        " from durable._workflow_versions as v cross join lateral (select case"
+        " when v.kind = 'python' then pg_catalog.to_regprocedure($1 || '(jsonb)')"
+        " end as fn) as f where v.id = $2",
         ["text", "bigint"],
         [run["workflow"], run["version_id"]],
     )
@@ -242,7 +245,7 @@ def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
         }
     if row["kind"] == "sql":
         return None
-    if row["fn"] is None:
+    if not row["exists"]:
         return {
             "sqlstate": "42883",
             "message": f'workflow function "{workflow}(jsonb)" no longer exists;'
@@ -250,12 +253,7 @@ def may_resume(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
             "hint": "Create the function again and call durable.retry(), or cancel"
             " the run.",
         }
-    allowed = db.one(
-        "select pg_catalog.has_function_privilege($1::regprocedure, 'execute') as ok",
-        ["oid"],
-        [row["fn"]],
-    )["ok"]
-    if allowed:
+    if row["allowed"]:
         return None
     return {
         "sqlstate": "42501",
